@@ -1,0 +1,118 @@
+"""Load weights into a built ViT, adapting what may be adapted and refusing the rest, with a report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..model import HEAD_PARAMS, POS_EMBED_PARAM
+from .adapt import resize_pos_embed, split_optimizer_state, strip_prefixes
+from .read import read_checkpoint
+
+
+
+def _np_dtypes() -> dict:
+    import mindspore as ms
+
+    return {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did: every list names parameters (or ignored checkpoint entries)."""
+
+    source: str
+    loaded: list = field(default_factory=list)
+    head_reset: list = field(default_factory=list)
+    resized: list = field(default_factory=list)  # (name, old shape, new shape)
+    ignored: list = field(default_factory=list)  # optimizer state and entries the net does not have
+    prefix: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one fact a line (like HF's 'newly initialized' notice)."""
+        out = [f"loaded {len(self.loaded)} parameters from {self.source}"
+               + (f" (prefix {self.prefix!r} removed)" if self.prefix else "")]
+        if self.head_reset:
+            out.append(f"re-initialised the classifier ({', '.join(self.head_reset)}): the checkpoint has another "
+                       "class count; train it before use")
+        for name, old, new in self.resized:
+            out.append(f"resized {name} from {tuple(old)} to {tuple(new)} (bicubic on the patch grid)")
+        if self.ignored:
+            shown = ", ".join(self.ignored[:6]) + (f", ... ({len(self.ignored)} in all)" if len(self.ignored) > 6 else "")
+            out.append(f"ignored {len(self.ignored)} checkpoint entries not in the model (optimizer state etc.): {shown}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = False,
+                meta: dict | None = None) -> LoadReport:
+    """Load a flat {name: array} dict into ``net`` (a ``ms_vit.ViT``) and report what was done.
+
+    Adapts: a wrapper prefix (``network.``, ``backbone.``, ``_backbone.``); optimizer state (ignored); a class
+    count that differs (the head is re-initialised, unless ``strict_head``); an image size that differs (the
+    position embedding is resized). Anything else missing or mis-shaped raises CheckpointError naming it.
+    """
+    import mindspore as ms
+
+    np_dtypes = _np_dtypes()
+    targets = {p.name: p for p in net.get_parameters()}
+    params, prefix = strip_prefixes(params, set(targets))
+    params, state = split_optimizer_state(params)
+    report = LoadReport(source=source, prefix=prefix, meta=meta or {})
+    missing = [name for name in targets if name not in params]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CheckpointError(f"{source} lacks {len(missing)} of the model's {len(targets)} parameters ({shown}): "
+                              "it is another model or architecture; pick the matching --model or checkpoint")
+    to_load = {}
+    for name, param in targets.items():
+        value = np.asarray(params[name])
+        want = tuple(param.shape)
+        if tuple(value.shape) != want:
+            if name in HEAD_PARAMS and not strict_head and value.shape[1:] == want[1:]:
+                report.head_reset.append(name)
+                continue
+            if name == POS_EMBED_PARAM and value.ndim == 3 and value.shape[2] == want[2]:
+                grid = int(round(np.sqrt(want[1] - 1)))
+                try:
+                    value = resize_pos_embed(value, (grid, grid))
+                except ValueError as err:
+                    raise CheckpointError(f"{source}: cannot resize {name} {value.shape} to {want}: {err}") from err
+                report.resized.append((name, tuple(params[name].shape), want))
+            else:
+                hint = (" (the class count differs and strict head loading is on: drop --strict or match "
+                        "--num_classes)" if name in HEAD_PARAMS else ": the checkpoint is another architecture")
+                raise CheckpointError(f"{source}: parameter {name} has shape {tuple(value.shape)}, "
+                                      f"the model expects {want}{hint}")
+        to_load[name] = ms.Parameter(ms.Tensor(value.astype(np_dtypes[param.dtype], copy=False)), name=name)
+    if report.head_reset:
+        net.init_head()
+    not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
+    not_loaded = [name for name in not_loaded if name not in report.head_reset]
+    if not_loaded:
+        raise CheckpointError(f"{source}: MindSpore did not load {', '.join(not_loaded[:5])}")
+    report.loaded = sorted(to_load)
+    report.ignored = state + sorted(set(params) - set(targets))
+    return report
+
+
+def load_checkpoint(net, path: str, strict_head: bool = False) -> LoadReport:
+    """Load a checkpoint file into a built ``ms_vit.ViT`` and return a ``LoadReport``.
+
+    Args:
+        net: the ViT to fill.
+        path: a ``.ckpt`` written by ``ms.save_checkpoint`` (the tutorial's names), by ``Model`` training (optimizer
+            state is ignored) or by ms_vit (with metadata).
+        strict_head: refuse, instead of re-initialising, a classifier with another class count.
+
+    Raises:
+        CheckpointError: one line naming the file and the fix, for a missing, empty, truncated or foreign file and
+            for any parameter that is missing or mis-shaped (other than the head and the position embedding).
+    """
+    ckpt = read_checkpoint(path)
+    return load_params(net, ckpt.params, source=ckpt.path, strict_head=strict_head, meta=ckpt.meta)

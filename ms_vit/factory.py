@@ -1,0 +1,82 @@
+"""Build models from a preset name, or from a checkpoint alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checkpoint.load import load_params
+from .checkpoint.read import read_checkpoint
+from .config import ViTConfig, check_keys, model_config
+from .errors import CheckpointError
+from .model import ViT
+
+# Heads are not stored in the weights' shapes; ViTs of every published size use 64 dimensions per head.
+HEAD_DIM = 64
+
+
+def create_model(name: str = "vit_b_16", num_classes: int | None = None, image_size: int | None = None,
+                 pretrained: str | None = None, strict_head: bool = False, **overrides) -> ViT:
+    """Build a ViT from a preset, optionally filled from a checkpoint.
+
+    Args:
+        name: one of ``ms_vit.PRESETS`` (vit_ti_16, vit_s_16, vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_tiny_test).
+        num_classes: classifier outputs (default: the preset's, 1000 for the paper sizes).
+        image_size: input side, divisible by the patch size (default: the preset's, 224 for the paper sizes).
+        pretrained: checkpoint path; its classifier is re-initialised when the class count differs and its position
+            embedding resized when the image size differs (see ``net.load_report``).
+        strict_head: refuse a checkpoint whose class count differs instead of re-initialising the head.
+        **overrides: any ``ViTConfig`` field (patch_size, embed_dim, num_layers, num_heads, mlp_dim, drop_rate,
+            attention_drop_rate, drop_path_rate, layer_norm_eps, gelu, pool, patch_impl, in_channels).
+    """
+    sizes = {k: v for k, v in (("num_classes", num_classes), ("image_size", image_size)) if v is not None}
+    cfg = model_config(name, **sizes, **overrides)
+    net = ViT(cfg)
+    net.model_name = name
+    net.load_report = None
+    if pretrained is not None:
+        ckpt = read_checkpoint(pretrained)
+        net.load_report = load_params(net, ckpt.params, source=ckpt.path, strict_head=strict_head, meta=ckpt.meta)
+    return net
+
+
+def config_from_params(params: dict, source: str = "<dict>") -> ViTConfig:
+    """Work out the architecture of a tutorial-named checkpoint from its parameter shapes (64 dims per head)."""
+    try:
+        kernel = params["patch_embedding.conv.weight"]
+        pos = params["pos_embedding"]
+        head = params["dense.weight"]
+        mlp = params["transformer.layers.0.1.cell.1.dense1.weight"]
+    except KeyError as err:
+        raise CheckpointError(f"{source} has no parameter {err.args[0]}: not a ViT checkpoint in the tutorial's "
+                              "names; give the architecture with --model") from err
+    layers = {name.split(".")[2] for name in params if name.startswith("transformer.layers.")}
+    embed_dim, patch = int(pos.shape[2]), int(kernel.shape[2])
+    grid = int(round(np.sqrt(pos.shape[1] - 1)))
+    return ViTConfig(image_size=grid * patch, patch_size=patch, in_channels=int(kernel.shape[1]), embed_dim=embed_dim,
+                     num_layers=len(layers), num_heads=max(embed_dim // HEAD_DIM, 1), mlp_dim=int(mlp.shape[0]),
+                     num_classes=int(head.shape[0]))
+
+
+def from_pretrained(path: str, num_classes: int | None = None, **overrides) -> ViT:
+    """Build the model a checkpoint describes and load it.
+
+    The architecture comes from the checkpoint's ms_vit metadata, else from its parameter shapes. ``num_classes``
+    (re-initialising the head when it differs) and ``overrides`` (e.g. drop rates, image_size) change the result.
+    """
+    from .checkpoint.adapt import split_optimizer_state, strip_prefixes
+
+    ckpt = read_checkpoint(path)
+    if ckpt.meta.get("model"):
+        base = dict(ckpt.meta["model"])
+        check_keys(base, ViTConfig.__dataclass_fields__, f"model option in {ckpt.path} metadata")
+    else:
+        params, _ = strip_prefixes(ckpt.params, {"pos_embedding"})
+        base = config_from_params(split_optimizer_state(params)[0], ckpt.path).to_dict()
+    check_keys(overrides, ViTConfig.__dataclass_fields__, "model option")
+    if num_classes is not None:
+        base["num_classes"] = num_classes
+    net = ViT(ViTConfig(**{**base, **overrides}))
+    net.model_name = ckpt.meta.get("model_name", "custom")
+    net.class_names = ckpt.meta.get("class_names")
+    net.load_report = load_params(net, ckpt.params, source=ckpt.path, meta=ckpt.meta)
+    return net

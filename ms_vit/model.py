@@ -1,0 +1,242 @@
+"""The Vision Transformer as MindSpore Cells, blocks first, then the ViT.
+
+Parameter names are those the MindSpore ViT tutorial's network writes with ``ms.save_checkpoint``
+(``cls``, ``pos_embedding``, ``patch_embedding.conv.*``, ``transformer.layers.{i}.{0|1}.cell.{0|1}.*``,
+``norm.*``, ``dense.*``), so its ``vit_b_16_224.ckpt`` loads without renaming.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import TruncatedNormal, Zero, initializer
+
+from .config import ViTConfig
+
+HEAD_PARAMS = ("dense.weight", "dense.bias")
+POS_EMBED_PARAM = "pos_embedding"
+
+
+def _dense(in_features: int, out_features: int) -> nn.Dense:
+    return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init=Zero())
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (same parameters, same epsilon default) that always normalises in fp32.
+
+    Under AMP O2 the activations are fp16; a fp16 variance over 768 channels overflows or loses the small
+    differences that matter, a known source of NaN in ViTs, so the statistics are computed in fp32.
+    """
+
+    def construct(self, x):
+        y, _, _ = self.layer_norm(x.astype(ms.float32), self.gamma.astype(ms.float32), self.beta.astype(ms.float32))
+        return y.astype(x.dtype)
+
+
+class DropPath(nn.Cell):
+    """Stochastic depth: drops a sample's whole residual branch with probability ``rate`` while training."""
+
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = float(rate)
+        self.dropout = nn.Dropout(p=self.rate) if self.rate > 0 else None
+
+    def construct(self, x):
+        if self.dropout is None or not self.training:
+            return x
+        # Dropout on a (B, 1, 1) tensor of ones gives the per-sample keep mask, already scaled by 1 / keep.
+        mask = self.dropout(ops.ones((x.shape[0], 1, 1), x.dtype))
+        return x * mask
+
+
+class PatchEmbedding(nn.Cell):
+    """Cuts the image into non-overlapping patches and projects each one to ``embed_dim``.
+
+    The weights are those of a ``Conv2d`` with kernel = stride = patch size (the tutorial's layer). With
+    ``impl="matmul"`` the same arithmetic runs as reshape + MatMul with the conv's own kernel: on CPU,
+    MindSpore's strided conv takes about half of a ViT-B forward, the MatMul a few percent.
+    """
+
+    def __init__(self, *, image_size: int, patch_size: int, embed_dim: int, in_channels: int, impl: str = "matmul"):
+        super().__init__()
+        self.patch_size = patch_size
+        self.grid_size = image_size // patch_size
+        self.num_patches = self.grid_size ** 2
+        self.embed_dim = embed_dim
+        self.use_matmul = impl == "matmul"
+        self.conv = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, has_bias=True,
+                              pad_mode="valid")
+
+    def construct(self, x):
+        if self.use_matmul:
+            b, c, h, w = x.shape
+            p = self.patch_size
+            gh = h // p
+            gw = w // p
+            x = ops.reshape(x, (b, c, gh, p, gw, p))
+            x = ops.transpose(x, (0, 2, 4, 1, 3, 5))  # (b, gh, gw, c, p, p): the conv kernel's (c, kh, kw) order
+            x = ops.reshape(x, (b * gh * gw, c * p * p))
+            kernel = ops.reshape(self.conv.weight.astype(x.dtype), (self.embed_dim, c * p * p))
+            x = ops.matmul(x, kernel.T) + self.conv.bias.astype(x.dtype)
+            return ops.reshape(x, (b, gh * gw, self.embed_dim))
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        return ops.transpose(ops.reshape(x, (b, c, h * w)), (0, 2, 1))
+
+
+class Attention(nn.Cell):
+    """Multi-head self-attention with one fused qkv projection. Returns the output and the attention map."""
+
+    def __init__(self, *, dim: int, num_heads: int, drop_rate: float = 0.0, attention_drop_rate: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = _dense(dim, dim * 3)
+        self.attn_drop = nn.Dropout(p=attention_drop_rate)
+        self.out = _dense(dim, dim)
+        self.out_drop = nn.Dropout(p=drop_rate)
+
+    def construct(self, x):
+        b, n, c = x.shape
+        qkv = ops.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim))
+        q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
+        scores = ops.bmm(q, k.swapaxes(-1, -2)) * self.scale
+        # Softmax in fp32: under AMP O2 the exponentials of fp16 scores overflow.
+        attn = ops.softmax(scores.astype(ms.float32), axis=-1).astype(x.dtype)
+        out = ops.bmm(self.attn_drop(attn), v)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, n, c))
+        return self.out_drop(self.out(out)), attn
+
+
+class FeedForward(nn.Cell):
+    """Dense, GELU, Dense, each output with dropout."""
+
+    def __init__(self, *, dim: int, hidden_dim: int, gelu: str = "tanh", drop_rate: float = 0.0):
+        super().__init__()
+        self.dense1 = _dense(dim, hidden_dim)
+        self.activation = nn.GELU(approximate=gelu == "tanh")
+        self.dense2 = _dense(hidden_dim, dim)
+        self.dropout = nn.Dropout(p=drop_rate)
+
+    def construct(self, x):
+        x = self.dropout(self.activation(self.dense1(x)))
+        return self.dropout(self.dense2(x))
+
+
+class PreNorm(nn.Cell):
+    """LayerNorm then a sub-layer; held as ``cell.0`` / ``cell.1``, the tutorial's parameter paths."""
+
+    def __init__(self, norm: nn.Cell, fn: nn.Cell):
+        super().__init__()
+        self.cell = nn.CellList([norm, fn])
+
+    def construct(self, x):
+        return self.cell[1](self.cell[0](x))
+
+
+class TransformerEncoder(nn.Cell):
+    """Pre-norm encoder blocks. ``construct`` returns the tokens and a tuple with each block's attention map."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        layers = []
+        drop_paths = []
+        for i in range(cfg.num_layers):
+            attention = Attention(dim=cfg.embed_dim, num_heads=cfg.num_heads, drop_rate=cfg.drop_rate,
+                                  attention_drop_rate=cfg.attention_drop_rate)
+            feedforward = FeedForward(dim=cfg.embed_dim, hidden_dim=cfg.mlp_dim, gelu=cfg.gelu, drop_rate=cfg.drop_rate)
+            layers.append(nn.CellList([
+                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps), attention),
+                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps), feedforward),
+            ]))
+            rate = cfg.drop_path_rate * i / max(cfg.num_layers - 1, 1)
+            drop_paths.append(DropPath(rate))
+        self.layers = nn.CellList(layers)
+        self.drop_paths = nn.CellList(drop_paths)  # no parameters: the tutorial's names are unaffected
+
+    def construct(self, x):
+        attentions = ()
+        for layer, drop_path in zip(self.layers, self.drop_paths):
+            out, attn = layer[0](x)
+            x = x + drop_path(out)
+            x = x + drop_path(layer[1](x))
+            attentions = attentions + (attn,)
+        return x, attentions
+
+
+class ViT(nn.Cell):
+    """Vision Transformer classifier (Dosovitskiy et al., 2021) with the MindSpore tutorial's parameter tree.
+
+    ``construct(images)`` returns logits. ``forward_features`` returns the normalised tokens and the per-layer
+    attention maps, ``forward_head`` turns tokens into logits; the wrappers ``FeatureExtractor`` and
+    ``AttentionOutput`` expose them as graph-compilable Cells that share this model's parameters.
+    Build one with ``ms_vit.create_model``.
+    """
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.config = cfg
+        self.pool = cfg.pool
+        self.patch_embedding = PatchEmbedding(image_size=cfg.image_size, patch_size=cfg.patch_size,
+                                              embed_dim=cfg.embed_dim, in_channels=cfg.in_channels,
+                                              impl=cfg.patch_impl)
+        self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, cfg.embed_dim), ms.float32), name="cls")
+        self.pos_embedding = Parameter(
+            initializer(TruncatedNormal(0.02), (1, cfg.num_patches + 1, cfg.embed_dim), ms.float32),
+            name=POS_EMBED_PARAM)
+        self.pos_dropout = nn.Dropout(p=cfg.drop_rate)
+        self.transformer = TransformerEncoder(cfg)
+        self.norm = LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(p=cfg.drop_rate)
+        self.dense = _dense(cfg.embed_dim, cfg.num_classes)
+
+    def forward_features(self, x):
+        """Images (B, C, H, W) -> (normalised tokens (B, 1 + patches, D), tuple of (B, heads, T, T) maps)."""
+        x = self.patch_embedding(x)
+        cls_tokens = ops.tile(self.cls_token.astype(x.dtype), (x.shape[0], 1, 1))
+        x = ops.concat((cls_tokens, x), axis=1) + self.pos_embedding.astype(x.dtype)
+        x, attentions = self.transformer(self.pos_dropout(x))
+        return self.norm(x), attentions
+
+    def pool_tokens(self, x):
+        """Tokens -> pre-logits features (B, D): the class token, or the mean of the patch tokens."""
+        if self.pool == "mean":
+            return x[:, 1:].mean(axis=1)
+        return x[:, 0]
+
+    def forward_head(self, x):
+        return self.dense(self.dropout(self.pool_tokens(x)))
+
+    def construct(self, x):
+        x, _ = self.forward_features(x)
+        return self.forward_head(x)
+
+    def init_head(self) -> None:
+        """Re-initialise the classifier (truncated normal 0.02, zero bias), as for a new set of classes."""
+        self.dense.weight.set_data(initializer(TruncatedNormal(0.02), self.dense.weight.shape, ms.float32))
+        self.dense.bias.set_data(initializer(Zero(), self.dense.bias.shape, ms.float32))
+
+
+class FeatureExtractor(nn.Cell):
+    """Pre-logits features (B, D) of a ViT, sharing its parameters."""
+
+    def __init__(self, vit: ViT):
+        super().__init__(auto_prefix=False)
+        self.vit = vit
+
+    def construct(self, x):
+        tokens, _ = self.vit.forward_features(x)
+        return self.vit.pool_tokens(tokens)
+
+
+class AttentionOutput(nn.Cell):
+    """Logits and attention maps stacked as (layers, B, heads, T, T), sharing the ViT's parameters."""
+
+    def __init__(self, vit: ViT):
+        super().__init__(auto_prefix=False)
+        self.vit = vit
+
+    def construct(self, x):
+        tokens, attentions = self.vit.forward_features(x)
+        return self.vit.forward_head(tokens), ops.stack(attentions, axis=0)

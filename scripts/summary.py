@@ -1,0 +1,57 @@
+"""Describe a ViT preset or checkpoint: architecture, parameters, load report, and optionally forward timing.
+
+    python scripts/summary.py vit_b_16 [--image_size 224] [--num_classes 1000]
+    python scripts/summary.py ckpt/vit_b_16_224.ckpt --batch_size 1 16 --compare_modes
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ms_vit.cli import base_parser, run  # noqa: E402
+
+
+def main(argv):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("model", help="preset name (vit_b_16, ...) or checkpoint path")
+    parser.add_argument("--image_size", type=int, default=None, help="input side (default: preset's 224 / checkpoint's)")
+    parser.add_argument("--num_classes", type=int, default=None, help="classes (default: 1000 / checkpoint's)")
+    parser.add_argument("--patch_impl", choices=("matmul", "conv"), default=None,
+                        help="patch embedding as reshape + MatMul (default) or the tutorial's Conv2d; same weights")
+    parser.add_argument("--batch_size", type=int, nargs="*", default=[],
+                        help="time a GRAPH-mode forward at these batch sizes (median of --repeat runs)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed forwards per batch size")
+    parser.add_argument("--compare_modes", action="store_true",
+                        help="run the same input in GRAPH and PYNATIVE mode and print the max abs logit difference")
+    args = parser.parse_args(argv)
+
+    from ms_vit import PRESETS, create_model, from_pretrained, set_up
+    from ms_vit.timing import compare_modes, time_forward
+
+    set_up(args.device_target, mode="graph")
+    overrides = {"patch_impl": args.patch_impl} if args.patch_impl else {}
+    if args.model in PRESETS or not (os.path.exists(args.model) or os.path.splitext(args.model)[1]):
+        net = create_model(args.model, num_classes=args.num_classes, image_size=args.image_size, **overrides)
+    else:
+        if args.image_size:
+            overrides["image_size"] = args.image_size
+        net = from_pretrained(args.model, num_classes=args.num_classes, **overrides)
+        print("\n".join(net.load_report.lines()))
+    cfg = net.config
+    n_params = sum(p.size for p in net.get_parameters())
+    print(f"model: {getattr(net, 'model_name', 'custom')}  image {cfg.image_size}px  patch {cfg.patch_size}  "
+          f"dim {cfg.embed_dim}  layers {cfg.num_layers}  heads {cfg.num_heads}  mlp {cfg.mlp_dim}  "
+          f"classes {cfg.num_classes}  LayerNorm eps {cfg.layer_norm_eps:g}  GELU {cfg.gelu}")
+    print(f"parameters: {n_params:,}")
+    for batch in args.batch_size:
+        timing = time_forward(net, batch, repeat=args.repeat)
+        print(f"forward batch {batch:>3} (GRAPH): {timing['median_s']:.3f} s median of {args.repeat} "
+              f"(first call with compile {timing['first_s']:.1f} s)")
+    if args.compare_modes:
+        print(f"GRAPH vs PYNATIVE max abs logit difference: {compare_modes(net, batch=2):.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,46 @@
+"""Shared fixtures: MindSpore on CPU in GRAPH mode, a tiny ViT and its input, checkpoint files the tests write."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+import mindspore as ms  # noqa: E402
+
+import ms_vit  # noqa: E402
+
+ms_vit.set_up("CPU", mode="graph")
+
+# Small enough to compile in about a second: image 32, patch 8, dim 32, 2 layers, 4 heads, 10 classes.
+TINY = "vit_tiny_test"
+
+
+@pytest.fixture(autouse=True)
+def graph_mode():
+    """Every test starts and ends in GRAPH mode, whatever it switched to."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture
+def images():
+    def make(batch=2, size=32, seed=0):
+        return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+    return make
+
+
+def logits_of(net, x):
+    net.set_train(False)
+    return net(ms.Tensor(x)).asnumpy()
+
+
+@pytest.fixture
+def tiny_net():
+    ms.set_seed(0)
+    return ms_vit.create_model(TINY)
