@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
@@ -132,3 +132,151 @@ def model_config(name: str = "vit_b_16", **overrides) -> ViTConfig:
         check_keys([name], PRESETS, "model name")
     check_keys(overrides, CONFIG_FIELDS, "model option")
     return ViTConfig(**{**PRESETS[name], **overrides})
+
+
+# ImageNet statistics in 0..255 pixel units (the tutorial's Normalize).
+IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+@dataclass
+class TrainConfig:
+    """A fine-tuning run. YAML files under configs/ fill it; ``--key value`` on the command line overrides it.
+
+    The defaults are the MindSpore tutorial's recipe for ViT-B/16 on its ImageNet subset.
+    """
+
+    # model
+    model: str = "vit_b_16"  # preset name (ms_vit.PRESETS)
+    image_size: int = 224
+    patch_size: int = 0  # 0: the preset's; likewise embed_dim, num_layers, num_heads, mlp_dim
+    embed_dim: int = 0
+    num_layers: int = 0
+    num_heads: int = 0
+    mlp_dim: int = 0
+    drop_rate: float = 0.0
+    attention_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    pretrained: str = ""  # checkpoint path or URL ("" trains from scratch)
+    pretrained_sha256: str = ""  # expected SHA-256 of a downloaded checkpoint ("" = not checked)
+    strict_head: bool = False  # refuse a pretrained head with another class count instead of re-initialising it
+    # data
+    data_dir: str = ""  # folder with train/ and val/ class folders
+    dataset_url: str = ""  # zip/tar fetched into dataset/ and unpacked when data_dir does not exist
+    dataset_sha256: str = ""
+    demo_data: bool = False  # generate the offline shapes data set into data_dir when it is missing
+    batch_size: int = 16
+    drop_remainder: bool = True
+    crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomCropDecodeResize area range
+    crop_ratio: list = field(default_factory=lambda: [0.75, 1.333])
+    hflip: float = 0.5
+    crop_pct: float = 0.875  # eval: resize to image_size / crop_pct, then centre-crop image_size (224 -> 256)
+    mean: list = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list = field(default_factory=lambda: list(IMAGENET_STD))
+    num_workers: int = 0  # 0: from the core count
+    # optimisation
+    epochs: int = 10
+    optimizer: str = "adam"  # adam, adamw, sgd
+    lr: float = 5e-5
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # never applied to biases, LayerNorm, class token, position embedding
+    layer_decay: float = 1.0  # layer-wise LR decay (< 1 gives lower layers smaller rates)
+    clip_grad_norm: float = 0.0  # 0: no clipping
+    label_smoothing: float = 0.1
+    # run
+    output_dir: str = "outputs/run"
+    device_target: str = ""  # Ascend, GPU, CPU ("" = what MindSpore finds)
+    device_num: int = 1  # > 1: data-parallel processes launched with msrun (run_finetune.sh)
+    amp_level: str = "auto"  # auto: O2 on Ascend/GPU, O0 on CPU
+    loss_scale: float = 0.0  # 0: dynamic loss scaling under O2 (none under O0); > 0: a fixed scale
+    mode: str = "graph"
+    seed: int = 0
+    keep_checkpoints: int = 2  # last N epoch checkpoints kept beside best.ckpt
+    resume: bool = False  # continue from output_dir's last checkpoint
+    log_every: int = 10  # progress line every N steps
+
+    def __post_init__(self) -> None:
+        positive = ("image_size", "batch_size", "epochs", "device_num", "keep_checkpoints", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad_norm", "loss_scale", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.lr == 0:
+            raise ConfigError("lr must be positive, got 0")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        choices = {"optimizer": ("adam", "adamw", "sgd"), "amp_level": ("auto", "O0", "O1", "O2", "O3"),
+                   "device_target": ("", "Ascend", "GPU", "CPU"), "mode": ("graph", "pynative")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(a or repr(a) for a in allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("crop_scale", "crop_ratio"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ConfigError(f"{name} must be two increasing positive numbers, got {value}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean and std need 3 values each, std positive; got {self.mean}, {self.std}")
+
+    def model_overrides(self) -> dict:
+        """The ViTConfig options this run sets (0 means: keep the preset's)."""
+        keys = ("image_size", "patch_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "drop_rate",
+                "attention_drop_rate", "drop_path_rate")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) != 0 or k.endswith("rate")}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def read_yaml(path: str) -> dict:
+    """A YAML mapping of TrainConfig keys; unknown keys are an error naming the key and the file."""
+    import os
+
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist: see configs/ for the recipes")
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    check_keys(data, TRAIN_FIELDS, f"key in {path}")
+    return data
+
+
+def make_train_config(values: dict) -> TrainConfig:
+    """Build a TrainConfig from plain values, converting types and naming any key that does not fit."""
+    check_keys(values, TRAIN_FIELDS, "config key")
+    converted = {}
+    for key, value in values.items():
+        default = TRAIN_FIELDS[key].default
+        kind = list if default is dataclasses.MISSING else type(default)
+        try:
+            if kind is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1", "yes")
+            elif kind is list:
+                value = [float(v) for v in (value.replace(",", " ").split() if isinstance(value, str) else value)]
+            elif value is None:
+                value = "" if kind is str else value
+            else:
+                value = kind(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config key {key} needs a {kind.__name__}, got {value!r}") from err
+        converted[key] = value
+    return TrainConfig(**converted)

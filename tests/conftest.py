@@ -44,3 +44,20 @@ def logits_of(net, x):
 def tiny_net():
     ms.set_seed(0)
     return ms_vit.create_model(TINY)
+
+
+def make_image_folder(root, classes=("blue", "green", "red"), n_train=8, n_val=4, size=40, val_classes=None, seed=0):
+    """train/ and val/ class folders of small JPEGs whose dominant colour is the class (easy to learn)."""
+    import cv2
+
+    colours = {"blue": (200, 30, 30), "green": (30, 200, 30), "red": (30, 30, 200), "white": (220, 220, 220),
+               "black": (10, 10, 10)}
+    rng = np.random.default_rng(seed)
+    for split, count, names in (("train", n_train, classes), ("val", n_val, val_classes or classes)):
+        for name in names:
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(count):
+                image = np.clip(np.array(colours[name], np.float32) + rng.normal(0, 25, (size, size, 3)), 0, 255)
+                cv2.imwrite(os.path.join(folder, f"{i}.jpg"), image.astype(np.uint8))
+    return str(root)

@@ -14,7 +14,7 @@ WRAPPER_PREFIXES = ("network.", "backbone.", "_backbone.")
 # Optimizer and training-loop state that `Model` writes beside the weights.
 _OPTIMIZER_STATE = re.compile(
     r"^(moment1|moment2|moments|accum|mean_grad|mean_square|adam_m|adam_v|exp_avg|exp_avg_sq)\."
-    r"|^(beta1_power|beta2_power|learning_rate|global_step|scale_sense|current_iterator_step|"
+    r"|^(beta1_power|beta2_power|learning_rate\w*|global_step|scale_sense|current_iterator_step|"
     r"last_overflow_iterator_step|epoch_num|step_num|loss_scale|momentum|weight_decay)$")
 
 

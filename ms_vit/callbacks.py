@@ -1,0 +1,159 @@
+"""Training callbacks: a progress line, and per-epoch validation with metrics.csv, curves and checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+from mindspore.train import Callback
+
+from .checkpoint.save import save_checkpoint
+
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "top_1", "top_5", "lr", "epoch_s", "img_s")
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunState:
+    """What the callbacks share over a run: position, losses of the current epoch, history, best top-1."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, images_per_step: int, lrs: np.ndarray,
+                 history: list | None = None, best_top1: float = -1.0):
+        self.epochs, self.steps_per_epoch, self.images_per_step, self.lrs = epochs, steps_per_epoch, images_per_step, lrs
+        self.history = list(history or [])
+        self.best_top1 = best_top1
+        self.epoch = 0
+        self.losses: list[float] = []
+        self.skipped_steps = 0
+        self.epoch_start = time.perf_counter()
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + len(self.losses)
+
+
+class Progress(Callback):
+    """Every ``every`` steps: ``epoch e/E step s/S loss x lr y img/s z ETA h:mm:ss`` (tqdm-like, one line)."""
+
+    def __init__(self, state: RunState, every: int = 10, log=print):
+        super().__init__()
+        self.state, self.every, self.log = state, every, log
+
+    def on_train_epoch_begin(self, run_context):
+        s = self.state
+        s.epoch = run_context.original_args().cur_epoch_num - 1
+        s.losses, s.epoch_start = [], time.perf_counter()
+
+    def on_train_step_end(self, run_context):
+        s = self.state
+        loss, overflow, _ = run_context.original_args().net_outputs
+        if bool(overflow.asnumpy()):
+            s.skipped_steps += 1
+        s.losses.append(float(loss.asnumpy()))
+        step = len(s.losses)
+        if step % self.every and step != s.steps_per_epoch:
+            return
+        elapsed = time.perf_counter() - s.epoch_start
+        per_step = elapsed / step
+        remaining = (s.steps_per_epoch - step) + (s.epochs - s.epoch - 1) * s.steps_per_epoch
+        lr = s.lrs[min(s.global_step, len(s.lrs)) - 1]
+        self.log(f"epoch {s.epoch + 1}/{s.epochs} step {step}/{s.steps_per_epoch} loss {s.losses[-1]:.4f} "
+                 f"lr {lr:.3g} {s.images_per_step / per_step:.1f} img/s ETA {_format_eta(per_step * remaining)}")
+
+
+class EpochEnd(Callback):
+    """After each epoch: validate, then (on the writing process) metrics.csv, curves.png and checkpoints.
+
+    Checkpoints: ``checkpoints/epoch_NNN.ckpt`` (the whole train state: weights, optimizer, step; the last
+    ``keep`` are kept) and ``best.ckpt`` (weights of the best val top-1). Each carries metadata so eval, infer and
+    --resume need nothing else; ``train_state.json`` names the newest. All writes are atomic.
+    """
+
+    def __init__(self, state: RunState, model, val_data, train_cell, net, out_dir: str, meta: dict, keep: int = 2,
+                 writer: bool = True, log=print):
+        super().__init__()
+        self.state, self.model, self.val_data = state, model, val_data
+        self.train_cell, self.net, self.out_dir, self.meta = train_cell, net, out_dir, meta
+        self.keep, self.writer, self.log = keep, writer, log
+
+    def on_train_epoch_end(self, run_context):
+        s = self.state
+        epoch = run_context.original_args().cur_epoch_num
+        seconds = time.perf_counter() - s.epoch_start
+        result = self.model.eval(self.val_data, dataset_sink_mode=False)
+        row = {"epoch": epoch, "step": s.global_step, "train_loss": float(np.mean(s.losses)) if s.losses else float("nan"),
+               "val_loss": float(result["loss"]), "top_1": float(result["top_1"]), "top_5": float(result["top_5"]),
+               "lr": float(s.lrs[s.global_step - 1]), "epoch_s": seconds,
+               "img_s": len(s.losses) * s.images_per_step / seconds}
+        s.history.append(row)
+        improved = row["top_1"] > s.best_top1
+        s.best_top1 = max(s.best_top1, row["top_1"])
+        self.log(f"epoch {epoch}/{s.epochs} train loss {row['train_loss']:.4f} val loss {row['val_loss']:.4f} "
+                 f"top-1 {row['top_1']:.4f} top-5 {row['top_5']:.4f} ({seconds:.0f} s)" + (" best" if improved else ""))
+        if self.writer:
+            self.write(epoch, improved)
+
+    def write(self, epoch: int, improved: bool) -> None:
+        s = self.state
+        write_metrics_csv(os.path.join(self.out_dir, "metrics.csv"), s.history)
+        plot_curves(os.path.join(self.out_dir, "curves.png"), s.history)
+        meta = {**self.meta, "epoch": epoch, "global_step": s.global_step, "best_top1": s.best_top1,
+                "history": s.history}
+        folder = os.path.join(self.out_dir, "checkpoints")
+        path = save_checkpoint(self.train_cell, os.path.join(folder, f"epoch_{epoch:03d}.ckpt"), meta=meta)
+        if improved:
+            save_checkpoint(self.net, os.path.join(self.out_dir, "best.ckpt"), meta=meta)
+        write_json_atomic(os.path.join(self.out_dir, "train_state.json"),
+                          {"checkpoint": os.path.relpath(path, self.out_dir), "epoch": epoch,
+                           "global_step": s.global_step, "best_top1": s.best_top1})
+        for old in sorted(f for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".ckpt"))[:-self.keep]:
+            os.remove(os.path.join(folder, old))
+
+
+def write_json_atomic(path: str, data) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_metrics_csv(path: str, history: list) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def plot_curves(path: str, history: list) -> None:
+    """Loss (train, val) and val top-1/top-5 against epoch, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    left.plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    left.legend()
+    right.plot(epochs, [r["top_1"] for r in history], "o-", label="top-1")
+    right.plot(epochs, [r["top_5"] for r in history], "o-", label="top-5")
+    right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1.02))
+    right.legend()
+    fig.tight_layout()
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,61 @@
+"""Learning-rate schedule, parameter groups (no weight decay on norms, biases, tokens) and the optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NO_DECAY_NAMES = ("cls", "pos_embedding")
+
+
+def lr_schedule(base_lr: float, min_lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0):
+    """Per-step learning rates: linear warmup to ``base_lr``, then cosine decay to ``min_lr`` at the last step."""
+    total = steps_per_epoch * epochs
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    lrs = np.empty(total, np.float32)
+    for step in range(total):
+        if step < warmup:
+            lrs[step] = base_lr * (step + 1) / warmup
+        else:
+            progress = (step - warmup) / max(total - warmup, 1)
+            lrs[step] = min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+    return lrs
+
+
+def decays(name: str) -> bool:
+    """Weight decay applies to weight matrices and kernels only, not to biases, LayerNorm, class token or positions."""
+    return not (name.endswith((".bias", ".beta", ".gamma")) or name in NO_DECAY_NAMES)
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder block i, num_layers + 1 for the final norm and the head."""
+    if name in NO_DECAY_NAMES or name.startswith("patch_embedding."):
+        return 0
+    if name.startswith("transformer.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
+def param_groups(params, lrs: np.ndarray, weight_decay: float, layer_decay: float, num_layers: int) -> list[dict]:
+    """MindSpore group parameters: one group per (layer scale, decay or not), each with its per-step LR array."""
+    groups: dict[tuple, list] = {}
+    for param in params:
+        scale = layer_decay ** (num_layers + 1 - layer_id(param.name, num_layers)) if layer_decay < 1 else 1.0
+        groups.setdefault((scale, decays(param.name)), []).append(param)
+    return [{"params": members, "weight_decay": weight_decay if decay else 0.0,
+             "lr": [float(v) for v in lrs * scale]} for (scale, decay), members in sorted(groups.items(),
+                                                                                           key=lambda kv: kv[0])]
+
+
+def create_optimizer(net, cfg, steps_per_epoch: int):
+    """The optimizer of a TrainConfig (adam, adamw or sgd) with its schedule and groups."""
+    from mindspore import nn
+
+    lrs = lr_schedule(cfg.lr, cfg.min_lr, steps_per_epoch, cfg.epochs, cfg.warmup_epochs)
+    groups = param_groups(net.trainable_params(), lrs, cfg.weight_decay, cfg.layer_decay, net.config.num_layers)
+    if cfg.optimizer == "adam":
+        return nn.Adam(groups, learning_rate=[float(v) for v in lrs], beta1=cfg.beta1, beta2=cfg.beta2)
+    if cfg.optimizer == "adamw":
+        return nn.AdamWeightDecay(groups, learning_rate=[float(v) for v in lrs], beta1=cfg.beta1, beta2=cfg.beta2)
+    return nn.Momentum(groups, learning_rate=[float(v) for v in lrs], momentum=cfg.momentum)

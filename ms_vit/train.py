@@ -1,0 +1,264 @@
+"""Fine-tuning: ``fine_tune(cfg)`` runs a TrainConfig; ``main(argv)`` is the command line of run_finetune.sh."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import os
+import re
+import sys
+
+from . import data
+from .config import TRAIN_FIELDS, TrainConfig, check_keys, make_train_config, read_yaml
+from .errors import CheckpointError, ConfigError
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _field_help() -> dict:
+    """The ``# comment`` after each TrainConfig field, used as its --help text (one place for both)."""
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            helps[match.group(1)] = match.group(2)
+    return helps
+
+
+def _default(name: str, values: dict):
+    f = TRAIN_FIELDS[name]
+    return values.get(name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+
+
+def parse_config(argv) -> TrainConfig:
+    """``[--config FILE] [--key value ...]`` -> TrainConfig: YAML first, command line over it; unknown keys fail."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default="")
+    known, _ = pre.parse_known_args(argv)
+    values = read_yaml(known.config) if known.config else {}
+    parser = argparse.ArgumentParser(
+        prog="run_finetune.sh", allow_abbrev=False,
+        description="Fine-tune a ViT on an ImageFolder data set (train/ and val/ class folders). Every key of "
+                    "the YAML recipe can be given here; the command line wins. Defaults shown are the recipe's.")
+    parser.add_argument("--config", default="", help="YAML recipe (see configs/)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    helps = _field_help()
+    for name, f in TRAIN_FIELDS.items():
+        default = _default(name, values)
+        kind = type(default)
+        extra = {"nargs": "+"} if kind is list else {"nargs": "?", "const": "true"} if kind is bool else {}
+        parser.add_argument(f"--{name}", default=None, metavar=kind.__name__.upper(), **extra,
+                            help=f"{helps.get(name, '')} (default: {default!r})")
+    args, unknown = parser.parse_known_args(argv)
+    for token in unknown:
+        key = token[2:].split("=")[0] if token.startswith("--") else token
+        check_keys([key], TRAIN_FIELDS, "option")
+        raise ConfigError(f"unexpected argument {token!r}: options are --key value")
+    overrides = {k: v for k, v in vars(args).items() if k in TRAIN_FIELDS and v is not None}
+    return make_train_config({**values, **overrides})
+
+
+def resolve_data_dir(cfg: TrainConfig, log) -> str:
+    """The folder holding train/ and val/: as given, downloaded and unpacked from dataset_url, or generated."""
+    from .download import fetch, find_split_root, unpack
+
+    if cfg.data_dir and os.path.isdir(cfg.data_dir) and os.listdir(cfg.data_dir):
+        return cfg.data_dir
+    if cfg.demo_data:
+        from .demo_data import make_shapes_dataset
+
+        log(f"generating the demo data set (6 shape classes) in {cfg.data_dir or 'dataset/demo'}")
+        return make_shapes_dataset(cfg.data_dir or "dataset/demo")
+    if cfg.dataset_url:
+        archive = fetch(cfg.dataset_url, "dataset", cfg.dataset_sha256, log=log)
+        stem = os.path.basename(archive).split(".")[0]
+        return find_split_root(unpack(archive, os.path.join("dataset", stem)))
+    if not cfg.data_dir:
+        raise ConfigError("no data: give --data_dir DIR (with train/ and val/), --dataset_url URL, or run "
+                          "--config configs/demo.yaml for the built-in demo")
+    data.class_folders(cfg.data_dir)  # raises the right error for a missing path or a file
+    raise ConfigError(f"data folder {cfg.data_dir} is empty: it needs train/ and val/ class folders")
+
+
+def prepare_output(out_dir: str) -> None:
+    try:
+        os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+        probe = os.path.join(out_dir, f".write_test_{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"output folder {out_dir} is not writable ({err.strerror}): choose another --output_dir") from err
+
+
+def resume_state(train_cell, out_dir: str, log) -> dict | None:
+    """Load the newest readable epoch checkpoint of ``out_dir`` into the train cell; returns its metadata."""
+    import json
+
+    import mindspore as ms
+
+    from .checkpoint.read import read_checkpoint
+
+    folder = os.path.join(out_dir, "checkpoints")
+    candidates = []
+    state_file = os.path.join(out_dir, "train_state.json")
+    if os.path.isfile(state_file):
+        try:
+            with open(state_file) as handle:
+                candidates.append(os.path.join(out_dir, json.load(handle)["checkpoint"]))
+        except (ValueError, KeyError, OSError):
+            log(f"{state_file} is unreadable: looking at the checkpoints themselves")
+    if os.path.isdir(folder):
+        candidates += sorted((os.path.join(folder, f) for f in os.listdir(folder)
+                              if f.endswith(".ckpt") and not f.startswith(".")), reverse=True)
+    readable = []
+    for path in dict.fromkeys(candidates):
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as err:
+            log(f"skipping {path}: {err}")
+            continue
+        if "epoch" in ckpt.meta:
+            readable.append(ckpt)
+    if not readable:
+        return None
+    ckpt = max(readable, key=lambda c: c.meta["epoch"])
+    targets = {p.name: p for p in train_cell.get_parameters()}
+    missing = [n for n in targets if n not in ckpt.params or tuple(ckpt.params[n].shape) != tuple(targets[n].shape)]
+    if missing:
+        raise CheckpointError(f"{ckpt.path} does not match this run's model and optimizer ({', '.join(missing[:3])}): "
+                              "resume with the same config, or start a new --output_dir")
+    ms.load_param_into_net(train_cell, {n: ms.Parameter(ms.Tensor(ckpt.params[n]), name=n) for n in targets},
+                           strict_load=True)
+    log(f"resumed from {ckpt.path} (epoch {ckpt.meta['epoch']}, step {ckpt.meta['global_step']})")
+    return ckpt.meta
+
+
+def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: int, amp_level: str):
+    """The engine's training step for ``net`` (already cast for ``amp_level``): (TrainStep, loss function).
+
+    fine_tune and bench/ both call this, so the benchmark times the real step.
+    """
+    from mindspore import nn
+
+    from .amp import loss_scale_cell
+    from .loss import CrossEntropySmooth
+    from .optim import create_optimizer
+    from .train_step import TrainStep
+
+    optimizer = create_optimizer(net, cfg, steps_per_epoch)
+    loss_fn = CrossEntropySmooth(smooth_factor=cfg.label_smoothing, num_classes=num_classes)
+    train_cell = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, loss_scale_cell(amp_level, cfg.loss_scale),
+                           fixed_scale=cfg.loss_scale or 1.0, clip_norm=cfg.clip_grad_norm)
+    return train_cell, loss_fn
+
+
+def fine_tune(cfg: TrainConfig, log=None) -> dict:
+    """Run a fine-tuning job end to end and return its summary (best/last metrics and output paths)."""
+    import mindspore as ms
+    from mindspore import nn
+    from mindspore.train import Model
+
+    from .amp import apply_amp, resolve_amp_level
+    from .callbacks import EpochEnd, Progress, RunState
+    from .distributed import init_data_parallel
+    from .download import fetch
+    from .factory import create_model
+    from .optim import lr_schedule
+    from .runtime import set_up
+
+    device = set_up(cfg.device_target or None, cfg.mode)
+    rank, world = init_data_parallel()
+    writer = rank == 0
+    log = log or (print if writer else (lambda *a, **k: None))
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by device_num {world} (each process gets "
+                          "an equal share)")
+    data_dir = resolve_data_dir(cfg, log)
+    train_dir, val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "val")
+    classes = data.train_classes(train_dir)
+    train_index = {name: i for i, name in enumerate(classes)}
+    val_index = data.class_indexing(val_dir, classes)
+    n_train = data.count_images(train_dir, train_index)
+    if writer:
+        prepare_output(cfg.output_dir)
+        _write_run_files(cfg, classes)
+
+    ms.set_seed(cfg.seed)
+    pretrained = fetch(cfg.pretrained, "ckpt", cfg.pretrained_sha256, log=log) if cfg.pretrained else None
+    net = create_model(cfg.model, num_classes=len(classes), pretrained=pretrained, strict_head=cfg.strict_head,
+                       **cfg.model_overrides())
+    if net.load_report:
+        for line in net.load_report.lines():
+            log(line)
+    amp_level = resolve_amp_level(cfg.amp_level, device)
+    apply_amp(net, amp_level)
+    per_rank_batch = cfg.batch_size // world
+    steps_per_epoch = (n_train // world) // per_rank_batch if cfg.drop_remainder else -(-(n_train // world) // per_rank_batch)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in {train_dir} "
+                          "with drop_remainder: lower --batch_size or add images")
+    train_cell, loss_fn = build_train_cell(net, cfg, len(classes), steps_per_epoch, amp_level)
+    metrics = {"top_1": nn.Top1CategoricalAccuracy(), "top_5": nn.TopKCategoricalAccuracy(min(5, len(classes))),
+               "loss": nn.Loss()}
+    model = Model(train_cell, eval_network=nn.WithEvalCell(net, loss_fn, add_cast_fp32=True), metrics=metrics,
+                  eval_indexes=[0, 1, 2])
+
+    meta = {"format": "ms_vit", "version": 1, "model_name": cfg.model, "model": net.config.to_dict(),
+            "class_names": classes, "image_size": cfg.image_size, "mean": cfg.mean, "std": cfg.std,
+            "crop_pct": cfg.crop_pct, "train_config": cfg.to_dict()}
+    start_epoch, history, best = 0, [], -1.0
+    if cfg.resume:
+        resumed = resume_state(train_cell, cfg.output_dir, log)
+        if resumed is None:
+            log(f"nothing to resume in {cfg.output_dir}: starting at epoch 1")
+        else:
+            start_epoch, history, best = resumed["epoch"], resumed.get("history", []), resumed.get("best_top1", -1.0)
+    lrs = lr_schedule(cfg.lr, cfg.min_lr, steps_per_epoch, cfg.epochs, cfg.warmup_epochs)
+    state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best)
+    val_data = data.eval_dataset(val_dir, val_index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
+                                 cfg.batch_size, cfg.num_workers)
+    callbacks = [Progress(state, cfg.log_every, log),
+                 EpochEnd(state, model, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints,
+                          writer, log)]
+    log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
+        f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}")
+    for epoch in range(start_epoch, cfg.epochs):
+        train_data = data.train_dataset(train_dir, train_index, cfg, epoch, rank, world)
+        model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
+    last = state.history[-1] if state.history else {}
+    return {"best_top1": state.best_top1, "last": last, "output_dir": cfg.output_dir, "classes": classes,
+            "skipped_steps": state.skipped_steps, "net": net,
+            "paths": {name: os.path.join(cfg.output_dir, name)
+                      for name in ("best.ckpt", "metrics.csv", "curves.png", "config.yaml", "classes.txt")}}
+
+
+def _write_run_files(cfg: TrainConfig, classes: list) -> None:
+    import yaml
+
+    with open(os.path.join(cfg.output_dir, "config.yaml"), "w") as handle:
+        yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
+    with open(os.path.join(cfg.output_dir, "classes.txt"), "w") as handle:
+        handle.write("\n".join(classes) + "\n")
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv)
+    result = fine_tune(cfg)
+    from .distributed import launched_by_msrun
+
+    if launched_by_msrun() and int(os.environ.get("MS_NODE_ID", os.environ.get("RANK_ID", "0")) or 0) != 0:
+        return 0
+    last = result["last"]
+    print(f"done: best val top-1 {result['best_top1']:.4f}; last epoch top-1 {last.get('top_1', float('nan')):.4f} "
+          f"top-5 {last.get('top_5', float('nan')):.4f}")
+    for name, path in result["paths"].items():
+        if os.path.exists(path):
+            print(f"  {name:<12} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import run
+
+    sys.exit(run(main))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Fine-tune a ViT: bash run_finetune.sh [--config FILE] [--key value ...]  (--help lists every key)
+# Without --config, --data_dir or --dataset_url: the offline demo (configs/demo.yaml), e.g. `bash run_finetune.sh`.
+# With --device_num N > 1: N data-parallel processes launched by msrun; logs in OUTPUT_DIR/msrun_logs/.
+set -uo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python}"
+device_num=1
+output_dir=""
+has_source=0
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --device_num) device_num="${args[$((i + 1))]:-}" ;;
+    --device_num=*) device_num="${args[$i]#*=}" ;;
+    --output_dir) output_dir="${args[$((i + 1))]:-}" ;;
+    --output_dir=*) output_dir="${args[$i]#*=}" ;;
+    --config | --config=* | --data_dir | --data_dir=* | --dataset_url | --dataset_url=* | -h | --help) has_source=1 ;;
+  esac
+done
+if [ "$has_source" -eq 0 ]; then
+  set -- --config configs/demo.yaml "$@"
+  output_dir="${output_dir:-outputs/demo}"
+fi
+if ! [[ "$device_num" =~ ^[0-9]+$ ]] || [ "$device_num" -lt 1 ]; then
+  echo "error: --device_num must be a positive integer, got '$device_num'" >&2
+  exit 2
+fi
+if [ "$device_num" -eq 1 ]; then
+  exec "$PYTHON" scripts/train.py "$@"
+fi
+
+# Several processes. msrun starts each worker with the `python` on PATH: make that the interpreter chosen here.
+PATH="$(dirname "$(command -v "$PYTHON")"):$PATH"
+export PATH
+logs="${output_dir:-outputs/run}/msrun_logs"
+mkdir -p "$logs" || { echo "error: cannot create $logs: choose another --output_dir" >&2; exit 2; }
+rm -f "$logs"/worker_*.log
+msrun --worker_num="$device_num" --local_worker_num="$device_num" --master_port="${MASTER_PORT:-8118}" \
+  --log_dir="$logs" --join=True scripts/train.py "$@" >"$logs/msrun.out" 2>&1 &
+launcher=$!
+# Show the first worker's own lines live (MindSpore's INFO/WARNING lines stay in the log files).
+until [ -f "$logs/worker_0.log" ] || ! kill -0 "$launcher" 2>/dev/null; do sleep 0.5; done
+tail -n +1 -F "$logs/worker_0.log" 2>/dev/null | grep --line-buffered -v -E '^\[(INFO|WARNING)\]' &
+follower=$!
+wait "$launcher"
+status=$?
+sleep 0.5
+kill "$follower" 2>/dev/null
+if [ "$status" -ne 0 ]; then
+  errors=$(cat "$logs"/worker_*.log 2>/dev/null | grep -E '^error: ' | sort -u)
+  if [ -z "$errors" ]; then
+    errors="error: a training process failed: see $logs/ (msrun.out and worker_*.log)"
+  fi
+  echo "$errors" >&2
+  exit "$status"
+fi

@@ -1,0 +1,75 @@
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import TINY
+from mindspore import nn
+
+import ms_vit
+from ms_vit.amp import loss_scale_cell, resolve_amp_level
+from ms_vit.optim import decays, layer_id, lr_schedule, param_groups
+from ms_vit.train_step import TrainStep
+
+
+def test_warmup_then_cosine_per_step():
+    lrs = lr_schedule(1.0, 0.1, steps_per_epoch=10, epochs=5, warmup_epochs=1)
+    np.testing.assert_allclose(lrs[:10], np.arange(1, 11) / 10, rtol=1e-6)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[30] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
+    assert np.all(np.diff(lrs[10:]) < 0) and lrs[-1] == pytest.approx(0.1, abs=2e-3)
+    assert len(lr_schedule(1.0, 0.0, 7, 3)) == 21
+
+
+def test_no_weight_decay_on_biases_norms_and_tokens():
+    net = ms_vit.create_model(TINY)
+    no_decay = sorted(p.name for p in net.trainable_params() if not decays(p.name))
+    assert "cls" in no_decay and "pos_embedding" in no_decay and "norm.gamma" in no_decay
+    assert all(n.endswith((".bias", ".beta", ".gamma")) or n in ("cls", "pos_embedding") for n in no_decay)
+    groups = param_groups(net.trainable_params(), np.ones(4, np.float32), 0.05, 1.0, 2)
+    by_decay = {g["weight_decay"]: {p.name for p in g["params"]} for g in groups}
+    assert by_decay[0.0] == set(no_decay) and "dense.weight" in by_decay[0.05]
+
+
+def test_layer_decay_scales_lower_layers():
+    net = ms_vit.create_model(TINY)
+    assert [layer_id(n, 2) for n in ("cls", "transformer.layers.0.0.cell.1.qkv.weight",
+                                     "transformer.layers.1.1.cell.0.gamma", "dense.weight")] == [0, 1, 2, 3]
+    groups = param_groups(net.trainable_params(), np.ones(3, np.float32), 0.0, 0.5, 2)
+    lr_of = {p.name: g["lr"][0] for g in groups for p in g["params"]}
+    assert lr_of["dense.weight"] == 1.0 and lr_of["transformer.layers.1.0.cell.1.qkv.weight"] == 0.5
+    assert lr_of["transformer.layers.0.0.cell.1.qkv.weight"] == 0.25 and lr_of["cls"] == 0.125
+
+
+def _step_cell(net, clip=0.0, lr=0.1):
+    loss = ms_vit.CrossEntropySmooth(smooth_factor=0.0, num_classes=10)
+    return TrainStep(nn.WithLossCell(net, loss), nn.SGD(net.trainable_params(), learning_rate=lr), clip_norm=clip)
+
+
+def test_gradient_clipping_bounds_the_update(images):
+    ms.set_seed(0)
+    net = ms_vit.create_model(TINY)
+    before = [p.asnumpy().copy() for p in net.trainable_params()]
+    x, y = ms.Tensor(images(4) * 10), ms.Tensor(np.arange(4, dtype=np.int32))
+    loss, overflow, _ = _step_cell(net, clip=1e-3)(x, y)
+    assert not bool(overflow.asnumpy())
+    delta = np.sqrt(sum(((p.asnumpy() - b) ** 2).sum() for p, b in zip(net.trainable_params(), before)))
+    assert delta == pytest.approx(0.1 * 1e-3, rel=1e-3)  # SGD: lr x clipped global norm
+
+
+def test_non_finite_gradients_skip_the_step(images):
+    net = ms_vit.create_model(TINY)
+    before = net.dense.weight.asnumpy().copy()
+    x = images(2)
+    x[0, 0, 0, 0] = np.nan
+    loss, overflow, _ = _step_cell(net)(ms.Tensor(x), ms.Tensor(np.zeros(2, np.int32)))
+    assert bool(overflow.asnumpy())
+    np.testing.assert_array_equal(net.dense.weight.asnumpy(), before)
+
+
+def test_amp_defaults_per_device():
+    assert resolve_amp_level("auto", "CPU") == "O0"
+    assert resolve_amp_level("auto", "GPU") == "O2" and resolve_amp_level("auto", "Ascend") == "O2"
+    assert resolve_amp_level("O1", "CPU") == "O1"
+    assert loss_scale_cell("O0", 0.0) is None and loss_scale_cell("O2", 128.0) is None
+    assert loss_scale_cell("O2", 0.0).get_loss_scale() == 2.0 ** 24

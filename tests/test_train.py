@@ -1,0 +1,164 @@
+"""The fine-tuning engine on a tiny model and tiny generated folders."""
+
+import csv
+import json
+import os
+import shutil
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import make_image_folder
+
+import ms_vit
+from ms_vit.config import make_train_config
+from ms_vit.train import fine_tune, parse_config
+
+TINY_RUN = {"model": "vit_tiny_test", "image_size": 32, "batch_size": 4, "epochs": 3, "optimizer": "adamw",
+            "lr": 3e-3, "warmup_epochs": 0.5, "crop_scale": [0.7, 1.0], "num_workers": 1, "log_every": 100}
+
+
+def run(tmp_path, name="out", **overrides):
+    values = {**TINY_RUN, "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / name), **overrides}
+    return fine_tune(make_train_config(values), log=lambda *a: None)
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_loss_falls_and_accuracy_rises(tmp_path):
+    make_image_folder(tmp_path / "data", n_train=12, n_val=4)
+    result = run(tmp_path, epochs=4)
+    rows = read_csv(tmp_path / "out" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[-1]["top_1"]) > 1 / 3 + 0.2 and result["best_top1"] >= float(rows[0]["top_1"])
+    for name in ("best.ckpt", "curves.png", "config.yaml", "classes.txt", "train_state.json"):
+        assert os.path.getsize(tmp_path / "out" / name) > 0
+    best = ms_vit.from_pretrained(str(tmp_path / "out" / "best.ckpt"))
+    assert best.class_names == ["blue", "green", "red"] and best.config.num_classes == 3
+    assert sorted(os.listdir(tmp_path / "out" / "checkpoints")) == ["epoch_003.ckpt", "epoch_004.ckpt"]
+
+
+def _weights(path):
+    params = ms_vit.read_checkpoint(str(path)).params
+    return {k: v for k, v in params.items() if not k.startswith(("moment", "beta", "learning_rate", "global_step"))}
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    make_image_folder(tmp_path / "data", n_train=8, n_val=2)
+    run(tmp_path, "full", epochs=3)
+    # The same run stopped after epoch 2: its output folder as it stood then (epoch 3's files absent).
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    os.remove(tmp_path / "cut" / "checkpoints" / "epoch_003.ckpt")
+    with open(tmp_path / "cut" / "train_state.json", "w") as handle:
+        json.dump({"checkpoint": "checkpoints/epoch_002.ckpt", "epoch": 2}, handle)
+    result = run(tmp_path, "cut", epochs=3, resume=True)
+    full, resumed = _weights(tmp_path / "full" / "checkpoints" / "epoch_003.ckpt"), \
+        _weights(tmp_path / "cut" / "checkpoints" / "epoch_003.ckpt")
+    assert set(full) == set(resumed)
+    assert max(float(np.abs(full[k] - resumed[k]).max()) for k in full) <= 1e-6
+    assert result["last"]["epoch"] == 3
+    assert [r["epoch"] for r in read_csv(tmp_path / "cut" / "metrics.csv")] == ["1", "2", "3"]
+
+
+def test_val_with_a_subset_of_classes_keeps_the_train_indices(tmp_path):
+    from ms_vit import data
+
+    make_image_folder(tmp_path / "data", classes=("blue", "green", "red"), val_classes=("green", "red"), n_val=2)
+    classes = data.train_classes(str(tmp_path / "data" / "train"))
+    index = data.class_indexing(str(tmp_path / "data" / "val"), classes)
+    assert index == {"green": 1, "red": 2}
+    batches = data.eval_dataset(str(tmp_path / "data" / "val"), index, 32, 1.0, [0] * 3, [1] * 3, 8)
+    labels = np.concatenate([b["label"] for b in batches.create_dict_iterator(output_numpy=True)])
+    assert sorted(labels.tolist()) == [1, 1, 2, 2]
+
+
+def test_val_class_absent_from_train_is_an_error(tmp_path):
+    make_image_folder(tmp_path / "data", classes=("blue", "green"), val_classes=("green", "white"))
+    with pytest.raises(ms_vit.ConfigError, match="not among the model's 2 classes: white"):
+        run(tmp_path)
+
+
+def test_yaml_then_command_line(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 0.01\nbatch_size: 8\ncrop_scale: [0.5, 1.0]\n")
+    cfg = parse_config(["--config", str(recipe), "--batch_size", "4", "--crop_ratio", "0.9", "1.1", "--resume"])
+    assert (cfg.lr, cfg.batch_size, cfg.crop_scale, cfg.crop_ratio, cfg.resume) == (0.01, 4, [0.5, 1.0], [0.9, 1.1], True)
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(recipe), "--help"])
+    out = capsys.readouterr().out
+    assert "--label_smoothing" in out and "(default: 0.01)" in out and "layer-wise LR decay" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lrr", "1"], "unknown option 'lrr'; did you mean lr?"),
+    (["--batch_size", "-4"], "batch_size must be at least 1"),
+    (["--lr", "-0.1"], "lr must not be negative"),
+    (["--epochs", "ten"], "config key epochs needs a int, got 'ten'"),
+])
+def test_bad_options(argv, fragment):
+    with pytest.raises(ms_vit.ConfigError, match=fragment.replace("?", r"\?")):
+        parse_config(argv)
+
+
+def test_unknown_yaml_key_names_the_key_and_file(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 0.01\nwarmup_epoch: 1\n")
+    with pytest.raises(ms_vit.ConfigError, match=r"unknown key in .*r.yaml 'warmup_epoch'; did you mean warmup_epochs"):
+        parse_config(["--config", str(recipe)])
+
+
+def test_the_shipped_recipes_parse():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    tutorial = parse_config(["--config", os.path.join(root, "vit_b_16_finetune.yaml")])
+    assert (tutorial.model, tutorial.lr, tutorial.batch_size, tutorial.epochs, tutorial.label_smoothing) == \
+        ("vit_b_16", 5e-5, 16, 10, 0.1)
+    assert tutorial.pretrained.endswith("vit_b_16_224.ckpt") and tutorial.dataset_url.endswith(".zip")
+    assert parse_config(["--config", os.path.join(root, "demo.yaml")]).demo_data
+
+
+def test_batch_larger_than_the_data_set(tmp_path):
+    make_image_folder(tmp_path / "data", n_train=2, n_val=1)
+    with pytest.raises(ms_vit.ConfigError, match="batch_size 16 is larger than the 6 training images"):
+        run(tmp_path, batch_size=16)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_msrun_equals_one_process_on_the_whole_batch(tmp_path):
+    """Each of 2 msrun processes takes half of one batch; averaged gradients give the one-process step."""
+    import subprocess
+    import sys
+
+    make_image_folder(tmp_path / "data", classes=("blue", "green"), n_train=4, n_val=2, size=32)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    common = ["--model", "vit_tiny_test", "--image_size", "32", "--data_dir", str(tmp_path / "data"),
+              "--batch_size", "8", "--epochs", "1", "--optimizer", "sgd", "--lr", "0.5", "--crop_scale", "1", "1",
+              "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1"]
+    env = {**os.environ, "PYTHON": sys.executable, "MASTER_PORT": str(_free_port())}
+    outputs = {}
+    for name, extra in (("one", []), ("two", ["--device_num", "2"])):
+        proc = subprocess.run(["bash", os.path.join(root, "run_finetune.sh"), *common, *extra, "--output_dir",
+                               str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[name] = _weights(tmp_path / name / "checkpoints" / "epoch_001.ckpt")
+    assert os.path.exists(tmp_path / "two" / "msrun_logs" / "worker_1.log")
+    one, two = outputs["one"], outputs["two"]
+    assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-6
+    moved = float(np.abs(one["dense.weight"] - _weights_at_init("dense.weight")).max())
+    assert moved > 1e-4  # the step changed the weights, so the equality above is not trivial
+
+
+def _weights_at_init(name):
+    ms.set_seed(0)
+    net = ms_vit.create_model("vit_tiny_test", num_classes=2)
+    return {p.name: p.asnumpy() for p in net.get_parameters()}[name]
