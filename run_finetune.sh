@@ -26,8 +26,22 @@ if ! [[ "$device_num" =~ ^[0-9]+$ ]] || [ "$device_num" -lt 1 ]; then
   echo "error: --device_num must be a positive integer, got '$device_num'" >&2
   exit 2
 fi
+
+# The demo ends with eval on its val folder and annotated predictions for one image of each class.
+finish_demo() {
+  [ "$has_source" -eq 0 ] || return 0
+  local out="${output_dir:-outputs/demo}"
+  "$PYTHON" scripts/eval.py --ckpt "$out/best.ckpt" --data_dir dataset/demo/val --json "$out/eval/report.json" || exit
+  "$PYTHON" scripts/infer.py --ckpt "$out/best.ckpt" --input "dataset/demo/val/*/*_0000.jpg" --output "$out/infer" \
+    --attention || exit
+  echo "demo outputs: checkpoint $out/best.ckpt, curves $out/curves.png, metrics $out/metrics.csv,"
+  echo "  eval report $out/eval/report.json (+ confusion.png), annotated images $out/infer/"
+}
+
 if [ "$device_num" -eq 1 ]; then
-  exec "$PYTHON" scripts/train.py "$@"
+  "$PYTHON" scripts/train.py "$@" || exit
+  finish_demo
+  exit 0
 fi
 
 # Several processes. msrun starts each worker with the `python` on PATH: make that the interpreter chosen here.
@@ -55,3 +69,4 @@ if [ "$status" -ne 0 ]; then
   echo "$errors" >&2
   exit "$status"
 fi
+finish_demo

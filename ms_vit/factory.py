@@ -57,21 +57,25 @@ def config_from_params(params: dict, source: str = "<dict>") -> ViTConfig:
                      num_classes=int(head.shape[0]))
 
 
-def from_pretrained(path: str, num_classes: int | None = None, **overrides) -> ViT:
+def from_pretrained(path: str, num_classes: int | None = None, model: str | None = None, **overrides) -> ViT:
     """Build the model a checkpoint describes and load it.
 
-    The architecture comes from the checkpoint's ms_vit metadata, else from its parameter shapes. ``num_classes``
-    (re-initialising the head when it differs) and ``overrides`` (e.g. drop rates, image_size) change the result.
+    The architecture comes from the checkpoint's ms_vit metadata, else from its parameter shapes (64 dimensions per
+    head), else, with ``model``, from that preset (class count and image size still read from the shapes).
+    ``num_classes`` (re-initialising the head when it differs) and ``overrides`` (e.g. drop rates, image_size)
+    change the result.
     """
     from .checkpoint.adapt import split_optimizer_state, strip_prefixes
 
     ckpt = read_checkpoint(path)
-    if ckpt.meta.get("model"):
+    if ckpt.meta.get("model") and model is None:
         base = dict(ckpt.meta["model"])
         check_keys(base, ViTConfig.__dataclass_fields__, f"model option in {ckpt.path} metadata")
     else:
         params, _ = strip_prefixes(ckpt.params, {"pos_embedding"})
-        base = config_from_params(split_optimizer_state(params)[0], ckpt.path).to_dict()
+        shapes = config_from_params(split_optimizer_state(params)[0], ckpt.path)
+        base = shapes.to_dict() if model is None else model_config(
+            model, num_classes=shapes.num_classes, image_size=shapes.image_size).to_dict()
     check_keys(overrides, ViTConfig.__dataclass_fields__, "model option")
     if num_classes is not None:
         base["num_classes"] = num_classes

@@ -46,18 +46,25 @@ def tiny_net():
     return ms_vit.create_model(TINY)
 
 
-def make_image_folder(root, classes=("blue", "green", "red"), n_train=8, n_val=4, size=40, val_classes=None, seed=0):
-    """train/ and val/ class folders of small JPEGs whose dominant colour is the class (easy to learn)."""
+COLOURS = {"blue": (200, 30, 30), "green": (30, 200, 30), "red": (30, 30, 200), "white": (220, 220, 220),
+           "black": (10, 10, 10)}
+
+
+def write_images(folder, count, colour="blue", size=40, seed=0, prefix=""):
+    """``count`` small noisy JPEGs of one dominant colour in ``folder``."""
     import cv2
 
-    colours = {"blue": (200, 30, 30), "green": (30, 200, 30), "red": (30, 30, 200), "white": (220, 220, 220),
-               "black": (10, 10, 10)}
+    os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = np.clip(np.array(COLOURS.get(colour, (128, 128, 128)), np.float32) + rng.normal(0, 25, (size, size, 3)),
+                        0, 255)
+        cv2.imwrite(os.path.join(str(folder), f"{prefix}{i}.jpg"), image.astype(np.uint8))
+
+
+def make_image_folder(root, classes=("blue", "green", "red"), n_train=8, n_val=4, size=40, val_classes=None, seed=0):
+    """train/ and val/ class folders of small JPEGs whose dominant colour is the class (easy to learn)."""
     for split, count, names in (("train", n_train, classes), ("val", n_val, val_classes or classes)):
-        for name in names:
-            folder = os.path.join(root, split, name)
-            os.makedirs(folder, exist_ok=True)
-            for i in range(count):
-                image = np.clip(np.array(colours[name], np.float32) + rng.normal(0, 25, (size, size, 3)), 0, 255)
-                cv2.imwrite(os.path.join(folder, f"{i}.jpg"), image.astype(np.uint8))
+        for k, name in enumerate(names):
+            write_images(os.path.join(str(root), split, name), count, name, size, seed=seed * 100 + k)
     return str(root)

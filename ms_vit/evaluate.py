@@ -1,0 +1,125 @@
+"""Evaluate a checkpoint on a folder of class folders: top-1/top-5, loss, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from . import data
+from .config import IMAGENET_MEAN, IMAGENET_STD
+from .errors import ConfigError
+from .labels import folder_indexing, resolve_labels
+
+
+def load_for_inference(ckpt: str, model: str | None = None):
+    """The network a checkpoint holds, in eval mode, with ``net.preprocess`` (image_size, crop_pct, mean, std) and
+    ``net.class_names`` (None when the checkpoint has none) taken from its metadata."""
+    from .factory import from_pretrained
+
+    net = from_pretrained(ckpt, model=model)
+    net.set_train(False)
+    meta = net.load_report.meta
+    net.preprocess = {"image_size": net.config.image_size, "crop_pct": meta.get("crop_pct", 0.875),
+                      "mean": meta.get("mean", IMAGENET_MEAN), "std": meta.get("std", IMAGENET_STD)}
+    return net
+
+
+def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = None, num_workers: int = 0,
+             log=print) -> dict:
+    """Run ``net`` over every image of ``folder``/<class>/ and return the report (see ``write_report``)."""
+    import mindspore as ms
+
+    folders = data.class_folders(folder)
+    if not folders:
+        raise ConfigError(f"{folder} holds no class folders: give the folder whose sub-folders are the classes")
+    indexing = folder_indexing(folders, net.config.num_classes, net.class_names, source=folder)
+    prep = dict(net.preprocess, crop_pct=crop_pct or net.preprocess["crop_pct"])
+    batches = data.eval_dataset(folder, indexing, prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"],
+                                batch_size, num_workers)
+    logits, labels = [], []
+    start = time.perf_counter()
+    for batch in batches.create_tuple_iterator(output_numpy=True):
+        logits.append(net(ms.Tensor(batch[0])).asnumpy().astype(np.float64))
+        labels.append(batch[1])
+    seconds = time.perf_counter() - start
+    if not labels:
+        raise ConfigError(f"{folder} holds no readable images")
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    return summarize(logits, labels, indexing, resolve_labels(net.config.num_classes, net.class_names), seconds,
+                     prep)
+
+
+def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: list, seconds: float, prep: dict) -> dict:
+    """Top-1/top-5, mean cross-entropy, per-class accuracy and the confusion matrix of logits against labels."""
+    k = min(5, logits.shape[1])
+    top = np.argsort(-logits, axis=1)[:, :k]
+    hit1 = top[:, 0] == labels
+    hit5 = (top == labels[:, None]).any(axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    present = sorted(indexing.items(), key=lambda item: item[1])  # (folder, index) in index order
+    per_class = []
+    for folder, index in present:
+        mask = labels == index
+        per_class.append({"index": int(index), "name": names[index], "folder": folder, "images": int(mask.sum()),
+                          "top_1": float(hit1[mask].mean()) if mask.any() else None,
+                          "top_5": float(hit5[mask].mean()) if mask.any() else None})
+    # Rows: true classes present; columns: the same classes, then "other" for predictions outside them.
+    column = {index: i for i, (_, index) in enumerate(present)}
+    confusion = np.zeros((len(present), len(present) + 1), np.int64)
+    for true, pred in zip(labels, top[:, 0]):
+        confusion[column[int(true)], column.get(int(pred), len(present))] += 1
+    return {"num_images": int(len(labels)), "top_1": float(hit1.mean()), "top_5": float(hit5.mean()),
+            "top_k": k, "loss": loss, "seconds": seconds, "images_per_s": len(labels) / max(seconds, 1e-9),
+            "preprocess": prep, "per_class": per_class, "confusion": confusion.tolist(),
+            "confusion_labels": [names[index] for _, index in present]}
+
+
+def write_report(report: dict, json_path: str) -> dict:
+    """Write the JSON report and, beside it, confusion.csv and (for at most 50 classes) confusion.png."""
+    import csv
+
+    folder = os.path.dirname(json_path) or "."
+    os.makedirs(folder, exist_ok=True)
+    labels = report["confusion_labels"]
+    csv_path = os.path.join(folder, "confusion.csv")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true \\ predicted", *labels, "other"])
+        for name, row in zip(labels, report["confusion"]):
+            writer.writerow([name, *row])
+    png_path = None
+    if len(labels) <= 50:
+        png_path = os.path.join(folder, "confusion.png")
+        plot_confusion(np.array(report["confusion"]), labels, png_path)
+    report = {**report, "confusion_csv": csv_path, "confusion_png": png_path}
+    with open(json_path, "w") as handle:
+        json.dump(report, handle, indent=2)
+    return report
+
+
+def plot_confusion(matrix: np.ndarray, labels: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels) + 1), [*labels, "other"], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    if len(labels) <= 20:
+        for (i, j), value in np.ndenumerate(matrix):
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                        color="white" if value > matrix.max() / 2 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

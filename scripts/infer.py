@@ -1,0 +1,51 @@
+"""Predict the class of images and write copies annotated with the prediction (and attention, on request).
+
+    python scripts/infer.py --ckpt outputs/demo/best.ckpt --input dataset/demo/val/star
+    python scripts/infer.py --ckpt ckpt/vit_b_16_224.ckpt --input "photos/*.jpg" --topk 5 --attention
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ms_vit.cli import base_parser, run  # noqa: E402
+
+
+def main(argv):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint (ms_vit's, or the tutorial's vit_b_16_224.ckpt)")
+    parser.add_argument("--input", required=True, help="an image, a folder (searched recursively) or a quoted glob")
+    parser.add_argument("--output", default="outputs/infer", help="folder for annotated images and predictions.*")
+    parser.add_argument("--topk", type=int, default=5, help="predictions listed per image")
+    parser.add_argument("--attention", action="store_true", help="blend an attention-rollout heat map over each image")
+    parser.add_argument("--meta_mat", default=None,
+                        help="ILSVRC2012 devkit data/meta.mat for labels (when the checkpoint has no class names)")
+    parser.add_argument("--model", default=None, help="preset whose architecture the checkpoint has (see eval.py)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.topk < 1 or args.batch_size < 1:
+        parser.error("--topk and --batch_size must be at least 1")
+
+    from ms_vit import set_up
+    from ms_vit.evaluate import load_for_inference
+    from ms_vit.infer import find_images, predict_files
+    from ms_vit.labels import resolve_labels
+
+    set_up(args.device_target)
+    paths = find_images(args.input)
+    net = load_for_inference(args.ckpt, args.model)
+    labels = resolve_labels(net.config.num_classes, net.class_names, args.meta_mat)
+    root = args.input if os.path.isdir(args.input) else None
+    result = predict_files(net, paths, labels, args.output, args.topk, args.batch_size, args.attention, root)
+    done, skipped = len(result["records"]), len(result["skipped"])
+    print(f"{done} image{'s' * (done != 1)} annotated in {args.output}, {skipped} skipped; "
+          f"predictions: {result['json']}, {result['csv']}")
+    if done == 0:
+        print(f"error: none of the {len(paths)} input files could be read as an image", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

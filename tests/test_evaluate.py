@@ -1,0 +1,85 @@
+"""Eval on checkpoints whose predictions are fixed by construction: zero head weights, ordered biases."""
+
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import make_image_folder, write_images
+
+import ms_vit
+from ms_vit.cli import run
+from ms_vit.evaluate import evaluate, load_for_inference
+from test_scripts import script
+
+
+def constant_model(path, num_classes, bias_order, class_names=None):
+    """A tiny ViT that ranks the classes by ``bias_order`` whatever the image (head weights zero)."""
+    net = ms_vit.create_model("vit_tiny_test", num_classes=num_classes)
+    bias = np.zeros(num_classes, np.float32)
+    bias[list(bias_order)] = np.linspace(10, 6, len(bias_order))
+    net.dense.weight.set_data(ms.Tensor(np.zeros((num_classes, 32), np.float32)))
+    net.dense.bias.set_data(ms.Tensor(bias))
+    if class_names is None:  # the tutorial's file: no metadata at all
+        ms.save_checkpoint(net, str(path))
+        return str(path)
+    meta = {"model": net.config.to_dict(), "class_names": class_names, "crop_pct": 1.0}
+    return ms_vit.save_checkpoint(net, path, meta=meta)
+
+
+def test_known_top1_top5_and_per_class(tmp_path):
+    names = ["blue", "green", "red", "white", "black", "c5", "c6", "c7", "c8", "c9"]
+    ckpt = constant_model(tmp_path / "m.ckpt", 10, bias_order=[1, 7, 8, 9, 0], class_names=names)
+    for name, count in (("blue", 1), ("green", 3), ("red", 2)):
+        write_images(tmp_path / "data" / name, count, name)
+    net = load_for_inference(ckpt)
+    report = evaluate(net, str(tmp_path / "data"), batch_size=4, log=lambda *a: None)
+    assert report["num_images"] == 6
+    assert report["top_1"] == pytest.approx(3 / 6)  # every image predicted "green"
+    assert report["top_5"] == pytest.approx(4 / 6)  # top-5 = green, c7, c8, c9, blue
+    per_class = {c["name"]: c for c in report["per_class"]}
+    assert (per_class["green"]["top_1"], per_class["blue"]["top_1"], per_class["blue"]["top_5"]) == (1.0, 0.0, 1.0)
+    assert per_class["red"]["top_5"] == 0.0 and per_class["red"]["images"] == 2
+    assert report["confusion"] == [[0, 1, 0, 0], [0, 3, 0, 0], [0, 2, 0, 0]]
+    assert report["loss"] > 0 and report["images_per_s"] > 0
+
+
+def test_wordnet_subset_of_a_1000_class_checkpoint(tmp_path):
+    """The tutorial's case: 1000 classes, no names inside, val folders named by WordNet id."""
+    ckpt = constant_model(tmp_path / "vit_b_16_224.ckpt", 1000, bias_order=[236, 3, 4, 5, 6])
+    root = tmp_path / "val"
+    for wnid, count in (("n01440764", 2), ("n02107142", 3)):
+        write_images(root / wnid, count)
+    report = evaluate(load_for_inference(ckpt), str(root), log=lambda *a: None)
+    per_class = {c["folder"]: c for c in report["per_class"]}
+    assert per_class["n02107142"]["index"] == 236 and per_class["n02107142"]["name"] == "Doberman"
+    assert per_class["n01440764"]["index"] == 0 and per_class["n01440764"]["top_1"] == 0.0
+    assert report["top_1"] == pytest.approx(3 / 5)  # not 0..k-1 re-indexing, which would score index 1
+    os.makedirs(root / "not_a_wnid")
+    with pytest.raises(ms_vit.ConfigError, match="not_a_wnid match none of the ImageNet-1k WordNet ids"):
+        evaluate(load_for_inference(ckpt), str(root), log=lambda *a: None)
+
+
+def test_eval_script_writes_the_report(tmp_path, capsys):
+    names = ["blue", "green", "red"]
+    ckpt = constant_model(tmp_path / "m.ckpt", 3, bias_order=[2, 0, 1], class_names=names)
+    make_image_folder(tmp_path / "data", classes=names, n_train=1, n_val=2)
+    out = tmp_path / "report" / "r.json"
+    assert run(script("eval"), ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data" / "val"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "top-1 0.3333  top-3 1.0000" in printed and "images 6" in printed and "images/s" in printed
+    report = json.loads(out.read_text())
+    for key in ("top_1", "top_5", "loss", "num_images", "images_per_s", "per_class", "confusion", "checkpoint"):
+        assert key in report
+    assert os.path.getsize(tmp_path / "report" / "confusion.png") > 0
+    assert (tmp_path / "report" / "confusion.csv").read_text().splitlines()[0] == \
+        "true \\ predicted,blue,green,red,other"
+
+
+def test_eval_script_bad_folder_is_one_line(tmp_path, capsys):
+    ckpt = constant_model(tmp_path / "m.ckpt", 3, bias_order=[0], class_names=["a", "b", "c"])
+    make_image_folder(tmp_path / "data", classes=("blue",), n_train=1, n_val=1)
+    assert run(script("eval"), ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean the val/ folder" in err
