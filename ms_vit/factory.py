@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .checkpoint.load import load_params
@@ -57,30 +59,63 @@ def config_from_params(params: dict, source: str = "<dict>") -> ViTConfig:
                      num_classes=int(head.shape[0]))
 
 
-def from_pretrained(path: str, num_classes: int | None = None, model: str | None = None, **overrides) -> ViT:
-    """Build the model a checkpoint describes and load it.
+HF_GELU = {"gelu": "erf", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
 
-    The architecture comes from the checkpoint's ms_vit metadata, else from its parameter shapes (64 dimensions per
-    head), else, with ``model``, from that preset (class count and image size still read from the shapes).
-    ``num_classes`` (re-initialising the head when it differs) and ``overrides`` (e.g. drop rates, image_size)
-    change the result.
+
+def config_from_hf(config: dict, source: str) -> tuple[dict, list | None]:
+    """An HF ViTConfig (config.json) -> (ViTConfig fields, class names or None)."""
+    act = config.get("hidden_act", "gelu")
+    if act not in HF_GELU:
+        raise CheckpointError(f"{source}: hidden_act {act!r} is not a GELU form ms_vit implements "
+                              f"({', '.join(HF_GELU)})")
+    id2label = config.get("id2label") or {}
+    names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+    if names and all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        names = None  # transformers' placeholders, not class names
+    fields = {"image_size": config.get("image_size", 224), "patch_size": config.get("patch_size", 16),
+              "in_channels": config.get("num_channels", 3), "embed_dim": config["hidden_size"],
+              "num_layers": config["num_hidden_layers"], "num_heads": config["num_attention_heads"],
+              "mlp_dim": config["intermediate_size"], "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
+              "gelu": HF_GELU[act]}
+    return fields, names
+
+
+def from_pretrained(path: str, num_classes: int | None = None, model: str | None = None, **overrides) -> ViT:
+    """Build the model a weight file describes, with its source's numerics, and load it.
+
+    Reads ms_vit/MindSpore ``.ckpt`` (tutorial, ms_vit and mindcv names), timm and HF ``.safetensors``, HF model
+    folders, and Google ``.npz``. The architecture comes from ms_vit's metadata, else HF's config.json, else the
+    parameter shapes (heads: the .npz kernels or config, else 64 dimensions per head), else ``model`` (a preset).
+    LayerNorm epsilon and GELU form follow the source (tutorial 1e-7/tanh, timm 1e-6/erf, HF config, npz 1e-6/erf).
+    ``net.class_names`` holds the source's class names when it has them. ``num_classes`` (re-initialising the head
+    when it differs) and ``overrides`` (any ViTConfig field) change the result.
     """
-    from .checkpoint.adapt import split_optimizer_state, strip_prefixes
+    from .checkpoint.convert import SOURCE_NUMERICS, npz_num_heads
+    from .checkpoint.load import to_model_names
 
     ckpt = read_checkpoint(path)
+    names = ckpt.meta.get("class_names")
     if ckpt.meta.get("model") and model is None:
         base = dict(ckpt.meta["model"])
         check_keys(base, ViTConfig.__dataclass_fields__, f"model option in {ckpt.path} metadata")
     else:
-        params, _ = strip_prefixes(ckpt.params, {"pos_embedding"})
-        shapes = config_from_params(split_optimizer_state(params)[0], ckpt.path)
-        base = shapes.to_dict() if model is None else model_config(
-            model, num_classes=shapes.num_classes, image_size=shapes.image_size).to_dict()
+        params, _, fmt, _ = to_model_names(ckpt.params, {"pos_embedding"}, ckpt.path)
+        shapes = config_from_params(params, ckpt.path)
+        eps, gelu = SOURCE_NUMERICS.get(fmt, SOURCE_NUMERICS["tutorial"])
+        base = {**shapes.to_dict(), "layer_norm_eps": eps, "gelu": gelu}
+        if fmt == "npz":
+            base["num_heads"] = npz_num_heads(ckpt.params) or base["num_heads"]
+        if ckpt.source_config:
+            hf_fields, names = config_from_hf(ckpt.source_config, ckpt.path)
+            base.update(hf_fields)
+        if model is not None:
+            base.update(model_config(model, num_classes=shapes.num_classes, image_size=shapes.image_size).to_dict(),
+                        layer_norm_eps=eps, gelu=gelu)
     check_keys(overrides, ViTConfig.__dataclass_fields__, "model option")
     if num_classes is not None:
         base["num_classes"] = num_classes
     net = ViT(ViTConfig(**{**base, **overrides}))
-    net.model_name = ckpt.meta.get("model_name", "custom")
-    net.class_names = ckpt.meta.get("class_names")
+    net.model_name = ckpt.meta.get("model_name", model or "custom")
+    net.class_names = names if names and len(names) == net.config.num_classes else None
     net.load_report = load_params(net, ckpt.params, source=ckpt.path, meta=ckpt.meta)
     return net

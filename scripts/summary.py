@@ -44,6 +44,15 @@ def main(argv):
           f"dim {cfg.embed_dim}  layers {cfg.num_layers}  heads {cfg.num_heads}  mlp {cfg.mlp_dim}  "
           f"classes {cfg.num_classes}  LayerNorm eps {cfg.layer_norm_eps:g}  GELU {cfg.gelu}")
     print(f"parameters: {n_params:,}")
+    from ms_vit.complexity import stage_table
+
+    rows = stage_table(cfg)
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'stage':<{width}}  {'parameters':>13}  {'GMACs':>8}")
+    for name, params, macs in rows:
+        print(f"{name:<{width}}  {params:>13,}  {macs / 1e9:>8.3f}")
+    print(f"{'total':<{width}}  {sum(r[1] for r in rows):>13,}  {sum(r[2] for r in rows) / 1e9:>8.2f}  "
+          f"(multiply-accumulates per image at {cfg.image_size}px)")
     for batch in args.batch_size:
         timing = time_forward(net, batch, repeat=args.repeat)
         print(f"forward batch {batch:>3} (GRAPH): {timing['median_s']:.3f} s median of {args.repeat} "

@@ -170,6 +170,7 @@ def _bad_files(tmp_path):
     (tmp_path / "text.ckpt").write_text("<html>404 Not Found</html>")
     (tmp_path / "folder.ckpt").mkdir()
     (tmp_path / "weights.pth").write_bytes(data)
+    (tmp_path / "weights.h5").write_bytes(data)
     from mindspore import nn
     ms.save_checkpoint(nn.Dense(4, 2), str(tmp_path / "foreign.ckpt"))
 
@@ -180,7 +181,8 @@ def _bad_files(tmp_path):
     ("truncated.ckpt", "cannot be read"),
     ("text.ckpt", "cannot be read"),
     ("folder.ckpt", "is a folder"),
-    ("weights.pth", "is not a MindSpore .ckpt file"),
+    ("weights.pth", "is a PyTorch pickle file, which ms_vit does not open"),
+    ("weights.h5", "has an unknown type: ms_vit reads .ckpt, .safetensors, .npz"),
     ("foreign.ckpt", "lacks 32 of the model's 32 parameters"),
 ])
 def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, name, fragment):

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import CheckpointError
 from ..model import HEAD_PARAMS, POS_EMBED_PARAM
 from .adapt import resize_pos_embed, split_optimizer_state, strip_prefixes
+from .convert import CONVERTERS, detect_format
 from .read import read_checkpoint
 
 
@@ -30,10 +31,12 @@ class LoadReport:
     ignored: list = field(default_factory=list)  # optimizer state and entries the net does not have
     prefix: str = ""
     meta: dict = field(default_factory=dict)
+    format: str = "tutorial"
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact a line (like HF's 'newly initialized' notice)."""
         out = [f"loaded {len(self.loaded)} parameters from {self.source}"
+               + (f" ({self.format} layout, converted)" if self.format not in ("tutorial", "unknown") else "")
                + (f" (prefix {self.prefix!r} removed)" if self.prefix else "")]
         if self.head_reset:
             out.append(f"re-initialised the classifier ({', '.join(self.head_reset)}): the checkpoint has another "
@@ -49,6 +52,21 @@ class LoadReport:
         return "\n".join(self.lines())
 
 
+def to_model_names(params: dict, expected: set, source: str = "<dict>") -> tuple[dict, str, str, list]:
+    """Any supported layout -> the tutorial's names. Returns (params, prefix removed, format, ignored names)."""
+    params, prefix = strip_prefixes(params, expected)
+    params, ignored = split_optimizer_state(params)
+    fmt = detect_format(params)
+    if fmt != "unknown":
+        try:
+            params, dropped = CONVERTERS[fmt](params)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{source} looks like a {fmt} ViT checkpoint but {err} is missing or malformed: "
+                                  "the file is incomplete") from err
+        ignored = ignored + dropped
+    return params, prefix, fmt, ignored
+
+
 def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = False,
                 meta: dict | None = None) -> LoadReport:
     """Load a flat {name: array} dict into ``net`` (a ``ms_vit.ViT``) and report what was done.
@@ -61,9 +79,8 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
 
     np_dtypes = _np_dtypes()
     targets = {p.name: p for p in net.get_parameters()}
-    params, prefix = strip_prefixes(params, set(targets))
-    params, state = split_optimizer_state(params)
-    report = LoadReport(source=source, prefix=prefix, meta=meta or {})
+    params, prefix, fmt, state = to_model_names(params, set(targets), source)
+    report = LoadReport(source=source, prefix=prefix, meta=meta or {}, format=fmt)
     missing = [name for name in targets if name not in params]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -13,14 +13,19 @@ from ..errors import CheckpointError
 META_KEY = "ms_vit_meta"
 
 
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle")
+
+
 @dataclass
 class CheckpointFile:
-    """What a checkpoint file holds: arrays by name (scalars included), ms_vit metadata and other string entries."""
+    """What a weight file holds: arrays by name (scalars included), ms_vit metadata, other string entries, and for
+    an HF model folder its config.json."""
 
     path: str
     params: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
+    source_config: dict = field(default_factory=dict)
 
 
 def check_file(path: str, what: str = "checkpoint") -> str:
@@ -37,15 +42,30 @@ def check_file(path: str, what: str = "checkpoint") -> str:
 
 
 def read_checkpoint(path: str) -> CheckpointFile:
-    """Read a MindSpore ``.ckpt`` (protobuf, no pickle) into NumPy arrays and metadata.
+    """Read weights, never through pickle: a MindSpore ``.ckpt``, a ``.safetensors`` (timm, HF), a Google ``.npz``
+    (``allow_pickle=False``), or an HF model folder (``config.json`` + ``model.safetensors``).
 
     Raises:
         CheckpointError: missing, empty, truncated, foreign or unreadable file, with the fix in the message.
     """
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+        return _read_hf_folder(path)
     path = check_file(path)
+    if path.endswith(".safetensors"):
+        return CheckpointFile(path=path, params=_read_safetensors(path))
+    if path.endswith(".npz"):
+        return CheckpointFile(path=path, params=_read_npz(path))
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        raise CheckpointError(f"{path} is a PyTorch pickle file, which ms_vit does not open (unpickling can run code): "
+                              "save it as .safetensors (safetensors.torch.save_file, or save_pretrained) and load that")
     if not path.endswith(".ckpt"):
-        raise CheckpointError(f"checkpoint file {path} is not a MindSpore .ckpt file (by its name): give a .ckpt "
-                              "checkpoint, or rename the file if it is one")
+        raise CheckpointError(f"checkpoint file {path} has an unknown type: ms_vit reads .ckpt, .safetensors, .npz "
+                              "and HF model folders (rename the file if it is one of these)")
+    return _read_ckpt(path)
+
+
+def _read_ckpt(path: str) -> CheckpointFile:
     import mindspore as ms
 
     try:
@@ -68,3 +88,44 @@ def read_checkpoint(path: str) -> CheckpointFile:
     if not params:
         raise CheckpointError(f"checkpoint file {path} holds no parameters: it is not a model checkpoint")
     return CheckpointFile(path=path, params=params, meta=meta, extras=extras)
+
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        params = load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} cannot be read as safetensors ({str(err).splitlines()[0]}): it is truncated or "
+                              "not a safetensors file; download or save it again") from err
+    if not params:
+        raise CheckpointError(f"{path} holds no tensors")
+    return params
+
+
+def _read_npz(path: str) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise CheckpointError(f"{path} holds pickled Python objects, which ms_vit refuses to load (they can run "
+                                  "code): save plain arrays with np.savez") from err
+        raise CheckpointError(f"{path} cannot be read as .npz ({err}): download or save it again") from err
+    except (OSError, EOFError) as err:
+        raise CheckpointError(f"{path} cannot be read as .npz ({type(err).__name__}): it is truncated or not an "
+                              ".npz file; download it again") from err
+
+
+def _read_hf_folder(path: str) -> CheckpointFile:
+    weights = os.path.join(path, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise CheckpointError(f"HF model folder {path} has no model.safetensors (pytorch_model.bin is a pickle and is "
+                              "not read): save it with save_pretrained(..., safe_serialization=True)")
+    try:
+        with open(os.path.join(path, "config.json")) as handle:
+            config = json.load(handle)
+    except ValueError as err:
+        raise CheckpointError(f"{path}/config.json is not valid JSON: download it again") from err
+    return CheckpointFile(path=path, params=_read_safetensors(weights), source_config=config)
