@@ -11,6 +11,11 @@ import numpy as np
 from mindspore.train import Callback
 
 from .checkpoint.save import save_checkpoint
+from .errors import MsVitError
+
+class TrainingDiverged(MsVitError):
+    """The loss or the gradients became NaN or infinite."""
+
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "top_1", "top_5", "lr", "epoch_s", "img_s")
 
@@ -32,10 +37,19 @@ class RunState:
         self.losses: list[float] = []
         self.skipped_steps = 0
         self.epoch_start = time.perf_counter()
+        self.step_offset = 0  # steps of the current epoch done before a resume
+        self.interrupted = False  # set by the SIGINT handler; the step loop stops at the next step
+        self.dynamic_scale = False  # under dynamic loss scaling an overflow is skipped, not a failure
+        self.last_checkpoint = ""
+        self.on_sigint = None  # the run's Ctrl-C handler, re-asserted every step (see Progress.on_train_step_begin)
+
+    @property
+    def step_in_epoch(self) -> int:
+        return self.step_offset + len(self.losses)
 
     @property
     def global_step(self) -> int:
-        return self.epoch * self.steps_per_epoch + len(self.losses)
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
 
 class Progress(Callback):
@@ -50,17 +64,34 @@ class Progress(Callback):
         s.epoch = run_context.original_args().cur_epoch_num - 1
         s.losses, s.epoch_start = [], time.perf_counter()
 
+    def on_train_step_begin(self, run_context):
+        # MindSpore's runtime installs its own SIGINT handler (which ends the process with SIGTERM) once training
+        # starts: take both signals back before every step.
+        if self.state.on_sigint is not None and not self.state.interrupted:
+            import signal
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.state.on_sigint)
+
     def on_train_step_end(self, run_context):
         s = self.state
         loss, overflow, _ = run_context.original_args().net_outputs
+        value = float(loss.asnumpy())
         if bool(overflow.asnumpy()):
             s.skipped_steps += 1
-        s.losses.append(float(loss.asnumpy()))
-        step = len(s.losses)
+            if not s.dynamic_scale or not np.isfinite(value):
+                kept = f"the last good checkpoint is {s.last_checkpoint}" if s.last_checkpoint else "no checkpoint yet"
+                raise TrainingDiverged(f"training diverged at step {s.global_step + 1} (epoch {s.epoch + 1}): loss "
+                                       f"{value:.4g}, gradients not finite; the step was not applied and {kept}: "
+                                       "lower --lr, set --clip_grad_norm, or check the data")
+        s.losses.append(value)
+        if s.interrupted and s.step_in_epoch < s.steps_per_epoch:  # on the last step, let the epoch end normally
+            run_context.request_stop()
+        step = s.step_in_epoch
         if step % self.every and step != s.steps_per_epoch:
             return
         elapsed = time.perf_counter() - s.epoch_start
-        per_step = elapsed / step
+        per_step = elapsed / max(len(s.losses), 1)
         remaining = (s.steps_per_epoch - step) + (s.epochs - s.epoch - 1) * s.steps_per_epoch
         lr = s.lrs[min(s.global_step, len(s.lrs)) - 1]
         self.log(f"epoch {s.epoch + 1}/{s.epochs} step {step}/{s.steps_per_epoch} loss {s.losses[-1]:.4f} "
@@ -84,6 +115,8 @@ class EpochEnd(Callback):
 
     def on_train_epoch_end(self, run_context):
         s = self.state
+        if s.interrupted and s.step_in_epoch < s.steps_per_epoch:  # partial: fine_tune saves interrupted.ckpt
+            return
         epoch = run_context.original_args().cur_epoch_num
         seconds = time.perf_counter() - s.epoch_start
         result = self.model.eval(self.val_data, dataset_sink_mode=False)
@@ -91,6 +124,7 @@ class EpochEnd(Callback):
                "val_loss": float(result["loss"]), "top_1": float(result["top_1"]), "top_5": float(result["top_5"]),
                "lr": float(s.lrs[s.global_step - 1]), "epoch_s": seconds,
                "img_s": len(s.losses) * s.images_per_step / seconds}
+        s.step_offset = 0
         s.history.append(row)
         improved = row["top_1"] > s.best_top1
         s.best_top1 = max(s.best_top1, row["top_1"])
@@ -107,6 +141,7 @@ class EpochEnd(Callback):
                 "history": s.history}
         folder = os.path.join(self.out_dir, "checkpoints")
         path = save_checkpoint(self.train_cell, os.path.join(folder, f"epoch_{epoch:03d}.ckpt"), meta=meta)
+        s.last_checkpoint = path
         if improved:
             save_checkpoint(self.net, os.path.join(self.out_dir, "best.ckpt"), meta=meta)
         write_json_atomic(os.path.join(self.out_dir, "train_state.json"),
@@ -114,6 +149,9 @@ class EpochEnd(Callback):
                            "global_step": s.global_step, "best_top1": s.best_top1})
         for old in sorted(f for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".ckpt"))[:-self.keep]:
             os.remove(os.path.join(folder, old))
+        interrupted = os.path.join(folder, "interrupted.ckpt")
+        if os.path.exists(interrupted):  # superseded by a complete epoch
+            os.remove(interrupted)
 
 
 def write_json_atomic(path: str, data) -> None:

@@ -8,10 +8,18 @@ import sys
 from typing import Callable, Sequence
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ms_vit's one-line errors (no usage block)."""
+
+    def error(self, message):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with the options every ms_vit script shares."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device_target", choices=("Ascend", "GPU", "CPU"), default=None,
                         help="device to run on (default: what MindSpore finds)")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")

@@ -174,6 +174,7 @@ class TrainConfig:
     mean: list = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 0  # 0: from the core count
+    bad_images: str = "fail"  # unreadable images: fail before training starts, or skip them (and count them)
     # optimisation
     epochs: int = 10
     optimizer: str = "adam"  # adam, adamw, sgd
@@ -214,7 +215,8 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         choices = {"optimizer": ("adam", "adamw", "sgd"), "amp_level": ("auto", "O0", "O1", "O2", "O3"),
-                   "device_target": ("", "Ascend", "GPU", "CPU"), "mode": ("graph", "pynative")}
+                   "device_target": ("", "Ascend", "GPU", "CPU"), "mode": ("graph", "pynative"),
+                   "bad_images": ("fail", "skip")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(a or repr(a) for a in allowed)}, "

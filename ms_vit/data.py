@@ -61,20 +61,28 @@ def default_workers(world_size: int = 1) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(world_size, 1)))
 
 
+def file_list(folder: str, indexing: dict) -> list[str]:
+    """The image files of ``folder`` in ImageFolderDataset's sample order: by class index, then file name."""
+    return [os.path.join(folder, name, f) for name in sorted(indexing, key=indexing.get)
+            for f in list_images(os.path.join(folder, name))]
+
+
 class EpochSampler:
-    """Shuffled indices that depend only on (seed, epoch), split into equal shards for data parallelism.
+    """Shuffled sample indices that depend only on (seed, epoch), split into equal shards for data parallelism,
+    leaving out ``exclude`` (indices of unreadable files).
 
     The order of epoch e is the same whether a run reaches it directly or after a resume.
     """
 
-    def __init__(self, num_samples: int, seed: int, epoch: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+    def __init__(self, num_samples: int, seed: int, epoch: int, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 exclude=()):
         self.num_samples, self.seed, self.epoch = num_samples, seed, epoch
-        self.shuffle, self.rank, self.world = shuffle, rank, world
+        self.shuffle, self.rank, self.world, self.exclude = shuffle, rank, world, set(exclude)
 
     def indices(self) -> np.ndarray:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples) if self.shuffle
-                 else np.arange(self.num_samples))
-        per_shard = self.num_samples // self.world
+        valid = np.array([i for i in range(self.num_samples) if i not in self.exclude], dtype=np.int64)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(valid) if self.shuffle else valid
+        per_shard = len(valid) // self.world
         return order[: per_shard * self.world][self.rank::self.world]
 
 
@@ -101,6 +109,15 @@ def eval_transforms(image_size: int, crop_pct: float, mean, std, decode: bool = 
                   vision.HWC2CHW()]
 
 
+def set_bad_images(policy: str) -> None:
+    """"skip": the pipeline drops samples whose decoding fails (decoding happens inside ``map`` for this);
+    "fail": the first one stops the run."""
+    import mindspore.dataset as ds
+
+    mode = ds.config.ErrorSamplesMode.SKIP if policy == "skip" else ds.config.ErrorSamplesMode.RETURN
+    ds.config.set_error_samples_mode(mode)
+
+
 def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int, *, sampler_indices=None,
                  drop_remainder: bool = False, num_workers: int = 0, seed: int = 0):
     """An ImageFolderDataset with a fixed class_indexing, decoding inside ``map``, batched; labels int32."""
@@ -121,16 +138,29 @@ def count_images(folder: str, indexing: dict) -> int:
     return sum(len(list_images(os.path.join(folder, name))) for name in indexing)
 
 
-def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0, world: int = 1):
-    """Epoch ``epoch``'s training batches for this rank: order and augmentation depend only on (seed, epoch)."""
-    n = count_images(train_dir, indexing)
+def decode_failure(err: Exception) -> str | None:
+    """The file a MindSpore pipeline error names ("The corresponding data file is: PATH."), if any."""
+    import re
+
+    match = re.search(r"data file is: (.+?)\.?(?:\s|$)", str(err))
+    return match.group(1) if match else None
+
+
+def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0, world: int = 1, skip: int = 0,
+                  exclude_files=()):
+    """Epoch ``epoch``'s training batches for this rank: order and augmentation depend only on (seed, epoch).
+    ``skip`` leaves out the first samples of the epoch (already trained on before an interruption);
+    ``exclude_files`` the files found unreadable before training."""
+    files = file_list(train_dir, indexing)
+    excluded = {i for i, path in enumerate(files) if path in set(exclude_files)}
+    n = len(files) - len(excluded)
     per_rank_batch = cfg.batch_size // world
     if cfg.drop_remainder and n // world < per_rank_batch:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n} training images in {train_dir} "
                           f"with drop_remainder: lower --batch_size or add images")
-    sampler = EpochSampler(n, cfg.seed, epoch, shuffle=True, rank=rank, world=world)
+    sampler = EpochSampler(len(files), cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=excluded)
     transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
-    return image_folder(train_dir, indexing, transforms, per_rank_batch, sampler_indices=sampler.indices(),
+    return image_folder(train_dir, indexing, transforms, per_rank_batch, sampler_indices=sampler.indices()[skip:],
                         drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
                         seed=cfg.seed * 100_003 + epoch)
 

@@ -28,8 +28,12 @@ def load_for_inference(ckpt: str, model: str | None = None):
 
 
 def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = None, num_workers: int = 0,
-             log=print) -> dict:
-    """Run ``net`` over every image of ``folder``/<class>/ and return the report (see ``write_report``)."""
+             log=print, bad_images: str = "fail") -> dict:
+    """Run ``net`` over every image of ``folder``/<class>/ and return the report (see ``write_report``).
+
+    ``bad_images="skip"`` leaves out images that cannot be decoded and counts them (``report["skipped"]``);
+    "fail" stops at the first one with an error naming it.
+    """
     import mindspore as ms
 
     folders = data.class_folders(folder)
@@ -37,19 +41,31 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
         raise ConfigError(f"{folder} holds no class folders: give the folder whose sub-folders are the classes")
     indexing = folder_indexing(folders, net.config.num_classes, net.class_names, source=folder)
     prep = dict(net.preprocess, crop_pct=crop_pct or net.preprocess["crop_pct"])
+    data.set_bad_images(bad_images)
     batches = data.eval_dataset(folder, indexing, prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"],
                                 batch_size, num_workers)
     logits, labels = [], []
     start = time.perf_counter()
-    for batch in batches.create_tuple_iterator(output_numpy=True):
-        logits.append(net(ms.Tensor(batch[0])).asnumpy().astype(np.float64))
-        labels.append(batch[1])
+    try:
+        for batch in batches.create_tuple_iterator(output_numpy=True):
+            logits.append(net(ms.Tensor(batch[0])).asnumpy().astype(np.float64))
+            labels.append(batch[1])
+    except RuntimeError as err:
+        bad = data.decode_failure(err)
+        if bad is None:
+            raise
+        raise ConfigError(f"image {bad} cannot be decoded: remove it (python scripts/check_data.py --quarantine) or "
+                          "pass --bad_images skip") from err
     seconds = time.perf_counter() - start
     if not labels:
         raise ConfigError(f"{folder} holds no readable images")
     logits, labels = np.concatenate(logits), np.concatenate(labels)
-    return summarize(logits, labels, indexing, resolve_labels(net.config.num_classes, net.class_names), seconds,
-                     prep)
+    report = summarize(logits, labels, indexing, resolve_labels(net.config.num_classes, net.class_names), seconds,
+                       prep)
+    report["skipped"] = data.count_images(folder, indexing) - report["num_images"]
+    if report["skipped"]:
+        log(f"skipped {report['skipped']} image(s) that could not be decoded")
+    return report
 
 
 def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: list, seconds: float, prep: dict) -> dict:

@@ -8,6 +8,22 @@ DEVICE_TARGETS = ("Ascend", "GPU", "CPU")
 MODES = {"graph": 0, "pynative": 1}
 
 
+def device_present(target: str) -> bool:
+    """Whether this machine has the device's driver (MindSpore's wheel ships every plugin, so the wheel cannot tell)."""
+    import ctypes
+    import os
+
+    if target == "CPU":
+        return True
+    if target == "GPU":
+        try:
+            ctypes.CDLL("libcuda.so.1")
+            return True
+        except OSError:
+            return False
+    return bool(os.environ.get("ASCEND_HOME_PATH")) or os.path.isdir("/usr/local/Ascend")
+
+
 def set_up(device_target: str | None = None, mode: str = "graph") -> str:
     """Select the device and execution mode; returns the device target in use.
 
@@ -22,6 +38,10 @@ def set_up(device_target: str | None = None, mode: str = "graph") -> str:
     if device_target is not None:
         if device_target not in DEVICE_TARGETS:
             raise ConfigError(f"device_target must be one of {', '.join(DEVICE_TARGETS)}, got {device_target!r}")
+        if not device_present(device_target):
+            raise ConfigError(f"device {device_target} is not present on this machine (no "
+                              f"{'CUDA driver' if device_target == 'GPU' else 'Ascend toolkit'} found): "
+                              "use --device_target CPU, or run on a machine with that device")
         try:
             ms.set_device(device_target)
         except (RuntimeError, ValueError) as err:

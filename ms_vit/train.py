@@ -37,7 +37,9 @@ def parse_config(argv) -> TrainConfig:
     pre.add_argument("--config", default="")
     known, _ = pre.parse_known_args(argv)
     values = read_yaml(known.config) if known.config else {}
-    parser = argparse.ArgumentParser(
+    from .cli import Parser
+
+    parser = Parser(
         prog="run_finetune.sh", allow_abbrev=False,
         description="Fine-tune a ViT on an ImageFolder data set (train/ and val/ class folders). Every key of "
                     "the YAML recipe can be given here; the command line wins. Defaults shown are the recipe's.")
@@ -122,7 +124,7 @@ def resume_state(train_cell, out_dir: str, log) -> dict | None:
             readable.append(ckpt)
     if not readable:
         return None
-    ckpt = max(readable, key=lambda c: c.meta["epoch"])
+    ckpt = max(readable, key=lambda c: (c.meta["epoch"], c.meta.get("step_in_epoch", 0)))
     targets = {p.name: p for p in train_cell.get_parameters()}
     missing = [n for n in targets if n not in ckpt.params or tuple(ckpt.params[n].shape) != tuple(targets[n].shape)]
     if missing:
@@ -179,9 +181,11 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     classes = data.train_classes(train_dir)
     train_index = {name: i for i, name in enumerate(classes)}
     val_index = data.class_indexing(val_dir, classes)
-    n_train = data.count_images(train_dir, train_index)
+    bad_files = _check_images(data_dir, cfg, log)
+    n_train = data.count_images(train_dir, train_index) - len([p for p in bad_files if p.startswith(train_dir)])
     if writer:
         prepare_output(cfg.output_dir)
+        _remove_partial_files(cfg.output_dir)
         _write_run_files(cfg, classes)
 
     ms.set_seed(cfg.seed)
@@ -207,15 +211,18 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     meta = {"format": "ms_vit", "version": 1, "model_name": cfg.model, "model": net.config.to_dict(),
             "class_names": classes, "image_size": cfg.image_size, "mean": cfg.mean, "std": cfg.std,
             "crop_pct": cfg.crop_pct, "train_config": cfg.to_dict()}
-    start_epoch, history, best = 0, [], -1.0
+    start_epoch, history, best, skip_steps = 0, [], -1.0, 0
     if cfg.resume:
         resumed = resume_state(train_cell, cfg.output_dir, log)
         if resumed is None:
             log(f"nothing to resume in {cfg.output_dir}: starting at epoch 1")
         else:
             start_epoch, history, best = resumed["epoch"], resumed.get("history", []), resumed.get("best_top1", -1.0)
+            skip_steps = resumed.get("step_in_epoch", 0)
     lrs = lr_schedule(cfg.lr, cfg.min_lr, steps_per_epoch, cfg.epochs, cfg.warmup_epochs)
     state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best)
+    state.step_offset = skip_steps
+    state.dynamic_scale = amp_level != "O0" and cfg.loss_scale == 0
     val_data = data.eval_dataset(val_dir, val_index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                                  cfg.batch_size, cfg.num_workers)
     callbacks = [Progress(state, cfg.log_every, log),
@@ -223,14 +230,120 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
                           writer, log)]
     log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}")
-    for epoch in range(start_epoch, cfg.epochs):
-        train_data = data.train_dataset(train_dir, train_index, cfg, epoch, rank, world)
-        model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
+    with _interruptible(state):
+        for epoch in range(start_epoch, cfg.epochs):
+            skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
+            train_data = data.train_dataset(train_dir, train_index, cfg, epoch, rank, world, skip=skip,
+                                            exclude_files=bad_files)
+            try:
+                model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
+            except RuntimeError as err:
+                bad = data.decode_failure(err)
+                if bad is None:
+                    raise
+                raise ConfigError(f"image {bad} cannot be decoded: remove it (python scripts/check_data.py "
+                                  f"{data_dir} --quarantine DIR) or pass --bad_images skip") from err
+            if state.interrupted:
+                if state.history and state.history[-1]["epoch"] == epoch + 1:  # the epoch had finished
+                    log(f"interrupted after epoch {epoch + 1}, saved in {state.last_checkpoint}; continue with the "
+                        "same command plus --resume")
+                    break
+                path = _save_interrupted(train_cell, cfg, meta, state) if writer else ""
+                log(f"interrupted at epoch {state.epoch + 1} step {state.step_in_epoch}: saved {path}; continue with "
+                    f"the same command plus --resume")
+                break
     last = state.history[-1] if state.history else {}
+    if bad_files:
+        log(f"skipped {len(bad_files)} unreadable image file(s) in every epoch")
     return {"best_top1": state.best_top1, "last": last, "output_dir": cfg.output_dir, "classes": classes,
-            "skipped_steps": state.skipped_steps, "net": net,
+            "skipped_images": len(bad_files),
+            "skipped_steps": state.skipped_steps, "net": net, "interrupted": state.interrupted,
             "paths": {name: os.path.join(cfg.output_dir, name)
                       for name in ("best.ckpt", "metrics.csv", "curves.png", "config.yaml", "classes.txt")}}
+
+
+# Up to this many images the check before training decodes every one (a few seconds); above, sizes and magic bytes.
+FULL_CHECK_LIMIT = 20_000
+
+
+def _check_images(data_dir: str, cfg: TrainConfig, log) -> set:
+    """The data check before training, and the unreadable-image policy. Returns the unreadable files (to skip)."""
+    from .check_data import scan
+
+    total = sum(len(data.list_images(os.path.join(data_dir, split, c))) for split in ("train", "val")
+                for c in data.class_folders(os.path.join(data_dir, split)))
+    unreadable = scan(data_dir, cfg.image_size, full=total <= FULL_CHECK_LIMIT).unreadable()
+    data.set_bad_images(cfg.bad_images)
+    if not unreadable:
+        return set()
+    first = unreadable[0]
+    if cfg.bad_images == "fail":
+        raise ConfigError(f"{len(unreadable)} unreadable image file(s) in {data_dir}, first {first.path} ({first.kind}): "
+                          f"move them away with python scripts/check_data.py {data_dir} --quarantine DIR, or pass "
+                          "--bad_images skip")
+    log(f"skipping {len(unreadable)} unreadable image file(s) ({first.path}, ...): see python scripts/check_data.py "
+        f"{data_dir}")
+    return {f.path for f in unreadable}
+
+
+def _remove_partial_files(out_dir: str) -> None:
+    """Temporary files of writes that a crash interrupted (ours, by their names): never a complete checkpoint."""
+    for folder in (out_dir, os.path.join(out_dir, "checkpoints")):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if (name.startswith(".") and name.endswith(".partial.ckpt")) or re.search(r"\.\d+\.tmp(\.png)?$", name):
+                os.remove(os.path.join(folder, name))
+
+
+class _interruptible:
+    """While training: the first Ctrl-C (or SIGTERM, as from a scheduler) asks the step loop to stop and save;
+    a second one stops at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, state):
+        self.state = state
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.state.interrupted = True
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", flush=True)
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                self.previous[name] = signal.getsignal(getattr(signal, name))
+                signal.signal(getattr(signal, name), self._handle)
+            self.state.on_sigint = self._handle
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        self.state.on_sigint = None
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+        return False
+
+
+def _save_interrupted(train_cell, cfg: TrainConfig, meta: dict, state) -> str:
+    from .callbacks import write_json_atomic
+    from .checkpoint.save import save_checkpoint
+
+    path = save_checkpoint(train_cell, os.path.join(cfg.output_dir, "checkpoints", "interrupted.ckpt"),
+                           meta={**meta, "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
+                                 "global_step": state.global_step, "best_top1": state.best_top1,
+                                 "history": state.history, "interrupted": True})
+    write_json_atomic(os.path.join(cfg.output_dir, "train_state.json"),
+                      {"checkpoint": os.path.relpath(path, cfg.output_dir), "epoch": state.epoch,
+                       "step_in_epoch": state.step_in_epoch, "global_step": state.global_step})
+    return path
 
 
 def _write_run_files(cfg: TrainConfig, classes: list) -> None:
@@ -249,6 +362,8 @@ def main(argv=None) -> int:
 
     if launched_by_msrun() and int(os.environ.get("MS_NODE_ID", os.environ.get("RANK_ID", "0")) or 0) != 0:
         return 0
+    if result["interrupted"]:
+        return 130
     last = result["last"]
     print(f"done: best val top-1 {result['best_top1']:.4f}; last epoch top-1 {last.get('top_1', float('nan')):.4f} "
           f"top-5 {last.get('top_5', float('nan')):.4f}")

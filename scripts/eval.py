@@ -25,6 +25,8 @@ def main(argv):
     parser.add_argument("--crop_pct", type=float, default=None,
                         help="resize to image_size / crop_pct then centre-crop (default: checkpoint's, else 0.875)")
     parser.add_argument("--num_workers", type=int, default=0, help="decoding workers (0: from the core count)")
+    parser.add_argument("--bad_images", choices=("fail", "skip"), default="fail",
+                        help="an image that cannot be decoded stops the run, or is skipped and counted")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
@@ -34,11 +36,12 @@ def main(argv):
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)
-    report = evaluate(net, args.data_dir, args.batch_size, args.crop_pct, args.num_workers)
+    report = evaluate(net, args.data_dir, args.batch_size, args.crop_pct, args.num_workers, bad_images=args.bad_images)
     report = write_report({"checkpoint": args.ckpt, "data_dir": args.data_dir, "batch_size": args.batch_size,
                            **report}, args.json)
     print(f"top-1 {report['top_1']:.4f}  top-{report['top_k']} {report['top_5']:.4f}  loss {report['loss']:.4f}  "
-          f"images {report['num_images']}  {report['images_per_s']:.1f} images/s")
+          f"images {report['num_images']}  {report['images_per_s']:.1f} images/s"
+          + (f"  ({report['skipped']} unreadable skipped)" if report["skipped"] else ""))
     print(f"report: {args.json}  confusion matrix: {report['confusion_csv']}"
           + (f", {report['confusion_png']}" if report["confusion_png"] else ""))
     return 0

@@ -66,5 +66,6 @@ def make_image_folder(root, classes=("blue", "green", "red"), n_train=8, n_val=4
     """train/ and val/ class folders of small JPEGs whose dominant colour is the class (easy to learn)."""
     for split, count, names in (("train", n_train, classes), ("val", n_val, val_classes or classes)):
         for k, name in enumerate(names):
-            write_images(os.path.join(str(root), split, name), count, name, size, seed=seed * 100 + k)
+            write_images(os.path.join(str(root), split, name), count, name, size,
+                         seed=seed * 100 + k + (50 if split == "val" else 0))
     return str(root)
