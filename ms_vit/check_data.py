@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from . import data
+from .download import sha256_of
 
 # First bytes of the image formats MindSpore's Decode reads.
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
@@ -80,14 +80,6 @@ def _inspect(path: str, full: bool, min_size: int) -> list[Finding]:
     return found
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def scan(root: str, image_size: int = 224, full: bool = True) -> DataReport:
     """Inspect ``root`` (with train/ and val/, or a single folder of class folders).
 
@@ -122,7 +114,7 @@ def scan(root: str, image_size: int = 224, full: bool = True) -> DataReport:
                 report.counts[split or "data"][name] += 1
                 report.findings.extend(_inspect(path, full, image_size))
                 if full and len(splits) == 2:
-                    hashes[_sha256(path)][split].append(path)
+                    hashes[sha256_of(path)][split].append(path)
     for copies in hashes.values():
         if "train" in copies and "val" in copies:
             for path in copies["val"]:
