@@ -16,6 +16,7 @@ from .errors import ConfigError
 GELU_FORMS = ("tanh", "erf")
 POOLS = ("cls", "mean")
 PATCH_IMPLS = ("matmul", "conv")
+GELU_IMPLS = ("auto", "kernel", "elementwise")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class ViTConfig:
         pool: "cls" (class token, the tutorial) or "mean" (mean of the patch tokens).
         patch_impl: "matmul" (patches reshaped and multiplied by the conv kernel: same weights, same result,
             ~20x faster on CPU) or "conv" (the tutorial's Conv2d).
+        gelu_impl: how the tanh-form GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (the same function as
+            x * sigmoid(2c(x + 0.044715 x^3)): 8x faster on CPU, within 1e-6), or "auto" (elementwise on CPU).
     """
 
     image_size: int = 224
@@ -56,6 +59,7 @@ class ViTConfig:
     gelu: str = "tanh"
     pool: str = "cls"
     patch_impl: str = "matmul"
+    gelu_impl: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "embed_dim", "num_layers", "num_heads", "mlp_dim",
@@ -74,7 +78,8 @@ class ViTConfig:
                               f"use a multiple of {self.patch_size}, e.g. {self.image_size // self.patch_size * self.patch_size or self.patch_size}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"num_heads {self.num_heads} does not divide embed_dim {self.embed_dim}")
-        for name, allowed in (("gelu", GELU_FORMS), ("pool", POOLS), ("patch_impl", PATCH_IMPLS)):
+        for name, allowed in (("gelu", GELU_FORMS), ("pool", POOLS), ("patch_impl", PATCH_IMPLS),
+                              ("gelu_impl", GELU_IMPLS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model option {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

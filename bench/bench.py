@@ -1,0 +1,183 @@
+"""ms_vit against PyTorch + HF transformers on this machine: ViT-B/16 inference (batch 1 and 16), one training step at
+batch 16, the ImageFolder pipeline's images/s, peak memory and compile time. Each case runs in its own process.
+
+    python bench/bench.py [--quick] [--cases ms_infer_b16 torch_infer_b16 ...]
+
+Prints a table, then one JSON line. Ratios are PyTorch time / ms_vit time (above 1: ms_vit is faster). The ms_vit
+training step is the engine's own (``ms_vit.train.build_train_cell``: forward, backward, Adam), not a copy.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "torch_infer_b1", "torch_infer_b16", "torch_train_b16",
+         "pipeline")
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def timed(step, repeat: int) -> dict:
+    """The first call (compilation included) and the median of ``repeat`` more."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"median_s": median, "first_s": first, "compile_s": max(first - median, 0.0), "peak_rss_gb": peak_rss_gb()}
+
+
+def ms_case(kind: str, batch: int, repeat: int) -> dict:
+    import mindspore as ms
+    import numpy as np
+
+    import ms_vit
+    from ms_vit.config import make_train_config
+    from ms_vit.train import build_train_cell
+
+    ms_vit.set_up(None, "graph")
+    ms.set_seed(0)
+    # --plain: the tutorial's kernels (Conv2d patch embedding, MindSpore's GELU), the "before" of the fast path.
+    plain = {"patch_impl": "conv", "gelu_impl": "kernel"} if os.environ.get("MS_VIT_BENCH_PLAIN") == "1" else {}
+    net = ms_vit.create_model("vit_b_16", **plain)
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+    if kind == "infer":
+        net.set_train(False)
+        return timed(lambda: net(x).asnumpy(), repeat)
+    cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 5e-5})
+    cell, _ = build_train_cell(net, cfg, 1000, steps_per_epoch=repeat + 1, amp_level="O0")
+    cell.set_train(True)
+    y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    return timed(lambda: cell(x, y)[0].asnumpy(), repeat)
+
+
+def torch_case(kind: str, batch: int, repeat: int) -> dict:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000))  # ViT-B/16, 224 px
+    x = torch.randn(batch, 3, 224, 224)
+    if kind == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(pixel_values=x).logits.numpy()
+        return timed(step, repeat)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
+    y = torch.randint(0, 1000, (batch,))
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y, label_smoothing=0.1)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    return timed(train_step, repeat)
+
+
+def pipeline_case(repeat: int) -> dict:
+    """Images/s of the training pipeline (decode, random resized crop, flip, normalise) on 500x375 JPEGs at 224 px."""
+    import cv2
+    import numpy as np
+
+    from ms_vit import data
+    from ms_vit.config import make_train_config
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in range(4):
+            os.makedirs(os.path.join(tmp, f"c{c}"))
+            for i in range(64):
+                cv2.imwrite(os.path.join(tmp, f"c{c}", f"{i}.jpg"), rng.integers(0, 256, (375, 500, 3), np.uint8))
+        cfg = make_train_config({"batch_size": 16})
+        index = {f"c{c}": c for c in range(4)}
+        counts = []
+
+        def epoch():
+            batches = data.train_dataset(tmp, index, cfg, epoch=len(counts))
+            counts.append(sum(b[0].shape[0] for b in batches.create_tuple_iterator(output_numpy=True)))
+        result = timed(epoch, repeat)
+        result["img_s"] = counts[-1] / result["median_s"]
+        result["workers"] = data.default_workers()
+        return result
+
+
+def run_case(name: str, repeat: int) -> dict:
+    if name == "pipeline":
+        return pipeline_case(repeat)
+    lib, kind, batch = name.split("_")
+    batch = int(batch[1:])
+    return (ms_case if lib == "ms" else torch_case)(kind, batch, repeat)
+
+
+def child(name: str, repeat: int) -> dict | None:
+    """Run one case in a fresh process; None when it cannot run (e.g. torch not installed)."""
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--repeat", str(repeat)], capture_output=True,
+                          text=True, cwd=ROOT)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    print(f"{name}: failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})", file=sys.stderr)
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one timed repetition per case instead of three")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--plain", action="store_true",
+                        help="ms_vit without the CPU fast path (the tutorial's Conv2d and GELU kernels): the baseline")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_case(args.child, args.repeat)))
+        return
+    repeat = 1 if args.quick else 3
+    if args.plain:
+        os.environ["MS_VIT_BENCH_PLAIN"] = "1"
+    results = {name: child(name, repeat) for name in args.cases}
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GiB; median of {repeat}, fp32"
+          + ("; ms_vit plain path (no CPU fast path)" if args.plain else ""))
+    print(f"{'case':<18} {'seconds':>9} {'first call':>11} {'peak RSS GB':>12}")
+    for name, r in results.items():
+        if r:
+            extra = f"  {r['img_s']:.0f} img/s, {r['workers']} workers" if "img_s" in r else ""
+            print(f"{name:<18} {r['median_s']:>9.3f} {r['first_s']:>11.2f} {r['peak_rss_gb']:>12.2f}{extra}")
+
+    def ratio(case):
+        ms_r, torch_r = results.get(f"ms_{case}"), results.get(f"torch_{case}")
+        return round(torch_r["median_s"] / ms_r["median_s"], 3) if ms_r and torch_r else None
+
+    summary = {"infer_b16_ratio_vs_torch": ratio("infer_b16"), "infer_b1_ratio_vs_torch": ratio("infer_b1"),
+               "train_b16_ratio_vs_torch": ratio("train_b16"),
+               "train_b16_peak_rss_gb": round(results["ms_train_b16"]["peak_rss_gb"], 2)
+               if results.get("ms_train_b16") else None,
+               "compile_s": round(results["ms_train_b16"]["compile_s"], 1) if results.get("ms_train_b16") else None,
+               "pipeline_img_s": round(results["pipeline"]["img_s"], 1) if results.get("pipeline") else None}
+    summary.update({f"{k}_s": round(v["median_s"], 3) for k, v in results.items() if v})
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
