@@ -257,7 +257,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         log(f"skipped {len(bad_files)} unreadable image file(s) in every epoch")
     return {"best_top1": state.best_top1, "last": last, "output_dir": cfg.output_dir, "classes": classes,
             "skipped_images": len(bad_files),
-            "skipped_steps": state.skipped_steps, "net": net, "interrupted": state.interrupted,
+            "skipped_steps": state.skipped_steps, "net": net, "interrupted": state.interrupted, "writer": writer,
             "paths": {name: os.path.join(cfg.output_dir, name)
                       for name in ("best.ckpt", "metrics.csv", "curves.png", "config.yaml", "classes.txt")}}
 
@@ -358,12 +358,10 @@ def _write_run_files(cfg: TrainConfig, classes: list) -> None:
 def main(argv=None) -> int:
     cfg = parse_config(argv)
     result = fine_tune(cfg)
-    from .distributed import launched_by_msrun
-
-    if launched_by_msrun() and int(os.environ.get("MS_NODE_ID", os.environ.get("RANK_ID", "0")) or 0) != 0:
-        return 0
     if result["interrupted"]:
         return 130
+    if not result["writer"]:  # data-parallel workers other than the first stay quiet
+        return 0
     last = result["last"]
     print(f"done: best val top-1 {result['best_top1']:.4f}; last epoch top-1 {last.get('top_1', float('nan')):.4f} "
           f"top-5 {last.get('top_5', float('nan')):.4f}")
