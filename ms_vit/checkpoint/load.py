@@ -102,8 +102,9 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
                     raise CheckpointError(f"{source}: cannot resize {name} {value.shape} to {want}: {err}") from err
                 report.resized.append((name, tuple(params[name].shape), want))
             else:
-                hint = (" (the class count differs and strict head loading is on: drop --strict or match "
-                        "--num_classes)" if name in HEAD_PARAMS else ": the checkpoint is another architecture")
+                hint = (" (another class count, and strict_head is on: turn it off to re-initialise the head, or use a "
+                        "checkpoint with this class count)" if name in HEAD_PARAMS
+                        else ": the checkpoint is another architecture")
                 raise CheckpointError(f"{source}: parameter {name} has shape {tuple(value.shape)}, "
                                       f"the model expects {want}{hint}")
         to_load[name] = ms.Parameter(ms.Tensor(value.astype(np_dtypes[param.dtype], copy=False)), name=name)
