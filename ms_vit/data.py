@@ -152,7 +152,8 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
     ``skip`` leaves out the first samples of the epoch (already trained on before an interruption);
     ``exclude_files`` the files found unreadable before training."""
     files = file_list(train_dir, indexing)
-    excluded = {i for i, path in enumerate(files) if path in set(exclude_files)}
+    exclude_files = set(exclude_files)
+    excluded = {i for i, path in enumerate(files) if path in exclude_files}
     n = len(files) - len(excluded)
     per_rank_batch = cfg.batch_size // world
     if cfg.drop_remainder and n // world < per_rank_batch:
