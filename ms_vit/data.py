@@ -80,7 +80,7 @@ class EpochSampler:
         self.shuffle, self.rank, self.world, self.exclude = shuffle, rank, world, set(exclude)
 
     def indices(self) -> np.ndarray:
-        valid = np.array([i for i in range(self.num_samples) if i not in self.exclude], dtype=np.int64)
+        valid = np.setdiff1d(np.arange(self.num_samples), np.fromiter(self.exclude, np.int64, len(self.exclude)))
         order = np.random.default_rng([self.seed, self.epoch]).permutation(valid) if self.shuffle else valid
         per_shard = len(valid) // self.world
         return order[: per_shard * self.world][self.rank::self.world]

@@ -87,8 +87,9 @@ def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: lis
     # Rows: true classes present; columns: the same classes, then "other" for predictions outside them.
     column = {index: i for i, (_, index) in enumerate(present)}
     confusion = np.zeros((len(present), len(present) + 1), np.int64)
-    for true, pred in zip(labels, top[:, 0]):
-        confusion[column[int(true)], column.get(int(pred), len(present))] += 1
+    rows = np.array([column[int(t)] for t in labels])
+    cols = np.array([column.get(int(p), len(present)) for p in top[:, 0]])
+    np.add.at(confusion, (rows, cols), 1)
     return {"num_images": int(len(labels)), "top_1": float(hit1.mean()), "top_5": float(hit5.mean()),
             "top_k": k, "loss": loss, "seconds": seconds, "images_per_s": len(labels) / max(seconds, 1e-9),
             "preprocess": prep, "per_class": per_class, "confusion": confusion.tolist(),
