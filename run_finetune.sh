@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tune a ViT: bash run_finetune.sh [--config FILE] [--key value ...]  (--help lists every key)
 # Without --config, --data_dir or --dataset_url: the offline demo (configs/demo.yaml), e.g. `bash run_finetune.sh`.
+# With --dataset cifar10 and no --config: the from-scratch recipe configs/vit_cifar10_scratch.yaml.
 # With --device_num N > 1: N data-parallel processes launched by msrun; logs in OUTPUT_DIR/msrun_logs/.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +9,8 @@ PYTHON="${PYTHON:-python}"
 device_num=1
 output_dir=""
 has_source=0
+has_config=0
+dataset=""
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[$i]}" in
@@ -15,9 +18,20 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --device_num=*) device_num="${args[$i]#*=}" ;;
     --output_dir) output_dir="${args[$((i + 1))]:-}" ;;
     --output_dir=*) output_dir="${args[$i]#*=}" ;;
+    --dataset) dataset="${args[$((i + 1))]:-}" ;;
+    --dataset=*) dataset="${args[$i]#*=}" ;;
+  esac
+  case "${args[$i]}" in
+    --config | --config=*) has_config=1 ;;
+  esac
+  case "${args[$i]}" in
     --config | --config=* | --data_dir | --data_dir=* | --dataset_url | --dataset_url=* | -h | --help) has_source=1 ;;
   esac
 done
+if [ "$dataset" = "cifar10" ] && [ "$has_config" -eq 0 ]; then
+  set -- --config configs/vit_cifar10_scratch.yaml "$@"
+  has_source=1
+fi
 if [ "$has_source" -eq 0 ]; then
   set -- --config configs/demo.yaml "$@"
   output_dir="${output_dir:-outputs/demo}"

@@ -1,5 +1,6 @@
 """ms_vit against PyTorch + HF transformers on this machine: ViT-B/16 inference (batch 1 and 16), one training step at
-batch 16, the ImageFolder pipeline's images/s, peak memory and compile time. Each case runs in its own process.
+batch 16 (the engine's default, and the whole batch in one graph), the ImageFolder pipeline's images/s, peak memory
+and compile time. Each case runs in its own process.
 
     python bench/bench.py [--quick] [--cases ms_infer_b16 torch_infer_b16 ...]
 
@@ -8,6 +9,7 @@ training step is the engine's own (``ms_vit.train.build_train_cell``: forward, b
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -20,7 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "torch_infer_b1", "torch_infer_b16", "torch_train_b16",
+CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16", "torch_train_b16",
          "pipeline")
 
 
@@ -48,9 +50,9 @@ def ms_case(kind: str, batch: int, repeat: int) -> dict:
 
     import ms_vit
     from ms_vit.config import make_train_config
-    from ms_vit.train import build_train_cell
+    from ms_vit.train import build_train_cell, resolve_accum_steps
 
-    ms_vit.set_up(None, "graph")
+    device = ms_vit.set_up(None, "graph")
     ms.set_seed(0)
     # --plain: the tutorial's kernels (Conv2d patch embedding, MindSpore's GELU), the "before" of the fast path.
     plain = {"patch_impl": "conv", "gelu_impl": "kernel"} if os.environ.get("MS_VIT_BENCH_PLAIN") == "1" else {}
@@ -60,11 +62,24 @@ def ms_case(kind: str, batch: int, repeat: int) -> dict:
     if kind == "infer":
         net.set_train(False)
         return timed(lambda: net(x).asnumpy(), repeat)
-    cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 5e-5})
+    # train: the engine's default (on CPU, micro-batches with gradient accumulation); trainwhole (and --plain): the
+    # whole batch in one graph.
+    accum = 1 if kind == "trainwhole" or plain else 0
+    cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
+                             "accum_steps": accum})
+    cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, batch, device))
     cell, _ = build_train_cell(net, cfg, 1000, steps_per_epoch=repeat + 1, amp_level="O0")
     cell.set_train(True)
     y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
-    return timed(lambda: cell(x, y)[0].asnumpy(), repeat)
+    micro = batch // cfg.accum_steps
+    pieces = [(x[i:i + micro], y[i:i + micro]) for i in range(0, batch, micro)]
+
+    def step():  # one optimizer step: accum_steps calls
+        for xs, ys in pieces:
+            loss = cell(xs, ys)[0]
+        return loss.asnumpy()
+
+    return {**timed(step, repeat), "accum_steps": cfg.accum_steps}
 
 
 def torch_case(kind: str, batch: int, repeat: int) -> dict:
@@ -163,6 +178,7 @@ def main():
     for name, r in results.items():
         if r:
             extra = f"  {r['img_s']:.0f} img/s, {r['workers']} workers" if "img_s" in r else ""
+            extra += f"  {r['accum_steps']} micro-batches" if r.get("accum_steps", 1) > 1 else ""
             print(f"{name:<18} {r['median_s']:>9.3f} {r['first_s']:>11.2f} {r['peak_rss_gb']:>12.2f}{extra}")
 
     def ratio(case):

@@ -26,10 +26,15 @@ def _format_eta(seconds: float) -> str:
 
 
 class RunState:
-    """What the callbacks share over a run: position, losses of the current epoch, history, best top-1."""
+    """What the callbacks share over a run: position, losses of the current epoch, history, best top-1.
+
+    Steps are optimizer steps; with gradient accumulation each is ``accum_steps`` Model steps (micro-batches), and
+    ``losses`` holds one loss per micro-batch.
+    """
 
     def __init__(self, epochs: int, steps_per_epoch: int, images_per_step: int, lrs: np.ndarray,
-                 history: list | None = None, best_top1: float = -1.0):
+                 history: list | None = None, best_top1: float = -1.0, accum_steps: int = 1):
+        self.accum_steps = accum_steps
         self.epochs, self.steps_per_epoch, self.images_per_step, self.lrs = epochs, steps_per_epoch, images_per_step, lrs
         self.history = list(history or [])
         self.best_top1 = best_top1
@@ -45,7 +50,12 @@ class RunState:
 
     @property
     def step_in_epoch(self) -> int:
-        return self.step_offset + len(self.losses)
+        return self.step_offset + len(self.losses) // self.accum_steps
+
+    @property
+    def between_steps(self) -> bool:
+        """No micro-batch of an unfinished optimizer step is pending."""
+        return len(self.losses) % self.accum_steps == 0
 
     @property
     def global_step(self) -> int:
@@ -85,13 +95,15 @@ class Progress(Callback):
                                        f"{value:.4g}, gradients not finite; the step was not applied and {kept}: "
                                        "lower --lr, set --clip_grad_norm, or check the data")
         s.losses.append(value)
+        if not s.between_steps:  # stop and report only between optimizer steps: never with half-accumulated gradients
+            return
         if s.interrupted and s.step_in_epoch < s.steps_per_epoch:  # on the last step, let the epoch end normally
             run_context.request_stop()
         step = s.step_in_epoch
         if step % self.every and step != s.steps_per_epoch:
             return
         elapsed = time.perf_counter() - s.epoch_start
-        per_step = elapsed / max(len(s.losses), 1)
+        per_step = elapsed / max(len(s.losses) // s.accum_steps, 1)
         remaining = (s.steps_per_epoch - step) + (s.epochs - s.epoch - 1) * s.steps_per_epoch
         lr = s.lrs[min(s.global_step, len(s.lrs)) - 1]
         self.log(f"epoch {s.epoch + 1}/{s.epochs} step {step}/{s.steps_per_epoch} loss {s.losses[-1]:.4f} "
@@ -123,7 +135,7 @@ class EpochEnd(Callback):
         row = {"epoch": epoch, "step": s.global_step, "train_loss": float(np.mean(s.losses)) if s.losses else float("nan"),
                "val_loss": float(result["loss"]), "top_1": float(result["top_1"]), "top_5": float(result["top_5"]),
                "lr": float(s.lrs[s.global_step - 1]), "epoch_s": seconds,
-               "img_s": len(s.losses) * s.images_per_step / seconds}
+               "img_s": len(s.losses) / s.accum_steps * s.images_per_step / seconds}
         s.step_offset = 0
         s.history.append(row)
         improved = row["top_1"] > s.best_top1

@@ -10,24 +10,68 @@ LAYER_NORM_OPS = 5
 
 
 def stage_table(cfg: ViTConfig) -> list[tuple[str, int, int]]:
-    """[(stage, parameters, MACs)] for one image: patch embedding, each block's parts, final norm and head."""
-    d, t, h = cfg.embed_dim, cfg.num_patches + 1, cfg.num_heads
+    """[(stage, parameters, MACs)] for one image: patch embedding, the blocks' parts (before and after TokenLearner
+    when there is one, and TokenLearner/TokenFuser themselves), final norm and head."""
+    d, n, h = cfg.embed_dim, cfg.num_patches, cfg.num_heads
     patch_in = cfg.in_channels * cfg.patch_size ** 2
-    rows = [("patch embedding", patch_in * d + d, cfg.num_patches * patch_in * d),
-            ("class token + positions", d + t * d, 0)]
+    rows = [("patch embedding", patch_in * d + d, n * patch_in * d),
+            ("class token + positions", d + (n + 1) * d, 0)]
+    k, s, b = cfg.learner_after, cfg.token_learner_tokens, cfg.token_learner_bottleneck
+    spans = [(cfg.num_layers, n + 1, "")] if not s else [(k, n + 1, f" ({n + 1} tokens)"),
+                                                          (cfg.num_layers - k, s + 1, f" ({s + 1} tokens)")]
+    scorer_params, scorer_macs = 2 * d + d * b + b + b * s + s, n * (d * b + b * s) + LAYER_NORM_OPS * n * d
+    for layers, t, label in spans:
+        rows += _block_rows(cfg, layers, t, label)
+        if s and t == n + 1:
+            rows.append((f"TokenLearner ({n} -> {s} tokens)", scorer_params, scorer_macs + s * n * d))
+    if cfg.token_fuser:
+        rows.append((f"TokenFuser ({s} -> {n} tokens)", 4 * d + s * s + s + scorer_params,
+                     scorer_macs + s * s * d + n * s * d + 2 * LAYER_NORM_OPS * s * d))
+    t_out = n + 1 if not s or cfg.token_fuser else s + 1
+    rows += [("final LayerNorm", 2 * d, LAYER_NORM_OPS * t_out * d),
+             ("head", d * cfg.num_classes + cfg.num_classes, d * cfg.num_classes)]
+    return rows
+
+
+def _block_rows(cfg: ViTConfig, layers: int, t: int, label: str) -> list[tuple[str, int, int]]:
+    d, h = cfg.embed_dim, cfg.num_heads
     attn_params = d * 3 * d + 3 * d + d * d + d
     attn_macs = t * d * 3 * d + 2 * h * t * t * (d // h) + t * d * d
     mlp_params = 2 * d * cfg.mlp_dim + cfg.mlp_dim + d
     mlp_macs = 2 * t * d * cfg.mlp_dim
     norm_macs = LAYER_NORM_OPS * t * d
-    layers = cfg.num_layers
-    rows += [(f"{layers} x attention (qkv, scores, out)", layers * attn_params, layers * attn_macs),
-             (f"{layers} x MLP", layers * mlp_params, layers * mlp_macs),
-             (f"{2 * layers} x LayerNorm", layers * 4 * d, layers * 2 * norm_macs),
-             ("final LayerNorm", 2 * d, norm_macs),
-             ("head", d * cfg.num_classes + cfg.num_classes, d * cfg.num_classes)]
-    return rows
+    return [(f"{layers} x attention (qkv, scores, out){label}", layers * attn_params, layers * attn_macs),
+            (f"{layers} x MLP{label}", layers * mlp_params, layers * mlp_macs),
+            (f"{2 * layers} x LayerNorm{label}", layers * 4 * d, layers * 2 * norm_macs)]
 
 
 def total_macs(cfg: ViTConfig) -> int:
     return sum(macs for _, _, macs in stage_table(cfg))
+
+
+def training_activation_bytes(cfg: ViTConfig) -> int:
+    """Memory one image's forward and backward take during a training step on MindSpore's CPU backend, estimated.
+
+    The coefficients (fp32 values kept per token per layer: 18 per model-width channel, 5 per MLP channel, 6 per
+    attention score) were fitted to the resident memory of ViT-B/16 training steps at batches 2, 4, 8 and 16
+    (0.4 GB per image, bench/NOTES.md); the backend keeps every intermediate of a step's graph.
+    """
+    t = cfg.num_patches + 1
+    per_layer = t * (18 * cfg.embed_dim + 5 * cfg.mlp_dim) + 6 * cfg.num_heads * t * t
+    return 4 * cfg.num_layers * per_layer
+
+
+# Micro-batch activations above this are slower on CPU, not only larger (bench/NOTES.md, attempt 13).
+CPU_MICRO_BATCH_BYTES = 1 << 30
+
+
+def auto_accum_steps(cfg: ViTConfig, per_process_batch: int, device: str) -> int:
+    """Micro-batches per optimizer step when accum_steps is 0 (auto): on CPU, the fewest that keep one
+    micro-batch's activations within ``CPU_MICRO_BATCH_BYTES`` (ViT-B/16: micro-batches of 2); elsewhere 1."""
+    if device != "CPU":
+        return 1
+    per_image = training_activation_bytes(cfg)
+    for steps in range(1, per_process_batch + 1):
+        if per_process_batch % steps == 0 and per_process_batch // steps * per_image <= CPU_MICRO_BATCH_BYTES:
+            return steps
+    return per_process_batch

@@ -42,6 +42,12 @@ class ViTConfig:
             ~20x faster on CPU) or "conv" (the tutorial's Conv2d).
         gelu_impl: how the tanh-form GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (the same function as
             x * sigmoid(2c(x + 0.044715 x^3)): 8x faster on CPU, within 1e-6), or "auto" (elementwise on CPU).
+        token_learner_tokens: S > 0 inserts TokenLearner V1.1 (ms_vit.token_learner): the later blocks see the class
+            token and S learned tokens instead of every patch token. 0: off.
+        token_learner_layer: TokenLearner goes after this many blocks (0: half of num_layers, as seed 002 does).
+        token_learner_bottleneck: hidden width of TokenLearner's (and TokenFuser's) scoring MLP.
+        token_fuser: after the last block, map the S tokens back onto the patch positions (TokenFuser); needs
+            pool "mean", since the class token does not pass through it.
     """
 
     image_size: int = 224
@@ -60,6 +66,10 @@ class ViTConfig:
     pool: str = "cls"
     patch_impl: str = "matmul"
     gelu_impl: str = "auto"
+    token_learner_tokens: int = 0
+    token_learner_layer: int = 0
+    token_learner_bottleneck: int = 64
+    token_fuser: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "embed_dim", "num_layers", "num_heads", "mlp_dim",
@@ -73,6 +83,17 @@ class ViTConfig:
                 raise ConfigError(f"model option {name} must be in [0, 1), got {value!r}")
         if not float(self.layer_norm_eps) > 0:
             raise ConfigError(f"model option layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        for name in ("token_learner_tokens", "token_learner_layer"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"model option {name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if self.token_learner_tokens and not 1 <= self.learner_after < self.num_layers:
+            raise ConfigError(f"token_learner_layer {self.token_learner_layer} must leave at least one block on each "
+                              f"side of TokenLearner: 1 .. {self.num_layers - 1} (0: half of num_layers)")
+        if self.token_fuser and not self.token_learner_tokens:
+            raise ConfigError("token_fuser needs TokenLearner: set token_learner_tokens too")
+        if self.token_fuser and self.pool != "mean":
+            raise ConfigError("token_fuser with pool 'cls': the fused patch tokens would never reach the classifier; "
+                              "set pool 'mean'")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}: "
                               f"use a multiple of {self.patch_size}, e.g. {self.image_size // self.patch_size * self.patch_size or self.patch_size}")
@@ -93,12 +114,22 @@ class ViTConfig:
         return self.grid_size ** 2
 
     @property
+    def learner_after(self) -> int:
+        """Blocks before TokenLearner (0 when it is off)."""
+        if not self.token_learner_tokens:
+            return 0
+        return self.token_learner_layer or self.num_layers // 2
+
+    @property
     def num_parameters(self) -> int:
         """Parameter count, from the architecture alone (equals the built Cell's)."""
         d, c, p = self.embed_dim, self.in_channels, self.patch_size
         block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * self.mlp_dim + self.mlp_dim) + (self.mlp_dim * d + d)
         embed = c * p * p * d + d + d + (self.num_patches + 1) * d
-        return embed + self.num_layers * block + 2 * d + d * self.num_classes + self.num_classes
+        s, b = self.token_learner_tokens, self.token_learner_bottleneck
+        scorer = 2 * d + d * b + b + b * s + s
+        learner = (scorer if s else 0) + (4 * d + s * s + s + scorer if self.token_fuser else 0)
+        return embed + self.num_layers * block + learner + 2 * d + d * self.num_classes + self.num_classes
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -162,15 +193,21 @@ class TrainConfig:
     drop_rate: float = 0.0
     attention_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    token_learner_tokens: int = 0  # > 0: TokenLearner V1.1 with this many tokens (ms_vit.token_learner)
+    token_learner_layer: int = 0  # after this many blocks (0: half of them)
+    token_fuser: bool = False  # map the learned tokens back onto the patches after the last block (needs pool mean)
+    pool: str = ""  # cls (class token) or mean (of the other tokens); "" keeps the preset's (cls)
     pretrained: str = ""  # checkpoint path or URL ("" trains from scratch)
     pretrained_sha256: str = ""  # expected SHA-256 of a downloaded checkpoint ("" = not checked)
     strict_head: bool = False  # refuse a pretrained head with another class count instead of re-initialising it
     # data
-    data_dir: str = ""  # folder with train/ and val/ class folders
+    dataset: str = "folder"  # folder: data_dir holds train/ and val/ class folders; cifar10: CIFAR-10 binary files
+    data_dir: str = ""  # folder with train/ and val/ class folders (or the CIFAR-10 .bin files)
     dataset_url: str = ""  # zip/tar fetched into dataset/ and unpacked when data_dir does not exist
     dataset_sha256: str = ""
     demo_data: bool = False  # generate the offline shapes data set into data_dir when it is missing
     batch_size: int = 16
+    accum_steps: int = 0  # micro-batches per optimizer step (same update, less memory); 0: auto (CPU: by memory, else 1)
     drop_remainder: bool = True
     crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomCropDecodeResize area range
     crop_ratio: list = field(default_factory=lambda: [0.75, 1.333])
@@ -210,7 +247,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad_norm", "loss_scale", "num_workers"):
+        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad_norm", "loss_scale", "num_workers",
+                     "accum_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lr == 0:
@@ -221,7 +259,7 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         choices = {"optimizer": ("adam", "adamw", "sgd"), "amp_level": ("auto", "O0", "O1", "O2", "O3"),
                    "device_target": ("", "Ascend", "GPU", "CPU"), "mode": ("graph", "pynative"),
-                   "bad_images": ("fail", "skip")}
+                   "bad_images": ("fail", "skip"), "dataset": ("folder", "cifar10")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(a or repr(a) for a in allowed)}, "
@@ -236,8 +274,9 @@ class TrainConfig:
     def model_overrides(self) -> dict:
         """The ViTConfig options this run sets (0 means: keep the preset's)."""
         keys = ("image_size", "patch_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "drop_rate",
-                "attention_drop_rate", "drop_path_rate")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) != 0 or k.endswith("rate")}
+                "attention_drop_rate", "drop_path_rate", "token_learner_tokens", "token_learner_layer", "token_fuser",
+                "pool")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) not in (0, "") or k.endswith("rate")}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

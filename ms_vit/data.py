@@ -150,20 +150,34 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
                   exclude_files=()):
     """Epoch ``epoch``'s training batches for this rank: order and augmentation depend only on (seed, epoch).
     ``skip`` leaves out the first samples of the epoch (already trained on before an interruption);
-    ``exclude_files`` the files found unreadable before training."""
+    ``exclude_files`` the files found unreadable before training. With ``cfg.accum_steps`` > 1 the batches are the
+    micro-batches (batch_size / accum_steps per process) and the epoch ends on a whole optimizer step."""
     files = file_list(train_dir, indexing)
     exclude_files = set(exclude_files)
     excluded = {i for i, path in enumerate(files) if path in exclude_files}
-    n = len(files) - len(excluded)
-    per_rank_batch = cfg.batch_size // world
-    if cfg.drop_remainder and n // world < per_rank_batch:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n} training images in {train_dir} "
-                          f"with drop_remainder: lower --batch_size or add images")
-    sampler = EpochSampler(len(files), cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=excluded)
+    indices = epoch_indices(len(files), cfg, epoch, rank, world, excluded, where=train_dir)
     transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
-    return image_folder(train_dir, indexing, transforms, per_rank_batch, sampler_indices=sampler.indices()[skip:],
-                        drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
-                        seed=cfg.seed * 100_003 + epoch)
+    return image_folder(train_dir, indexing, transforms, cfg.batch_size // world // max(cfg.accum_steps, 1),
+                        sampler_indices=indices[skip:], drop_remainder=cfg.drop_remainder,
+                        num_workers=cfg.num_workers or default_workers(world), seed=epoch_seed(cfg, epoch))
+
+
+def epoch_seed(cfg, epoch: int) -> int:
+    """The pipeline seed of an epoch: its augmentation depends only on (seed, epoch)."""
+    return cfg.seed * 100_003 + epoch
+
+
+def epoch_indices(num_samples: int, cfg, epoch: int, rank: int = 0, world: int = 1, exclude=(), where: str = "") -> np.ndarray:
+    """This rank's sample order for ``epoch`` (EpochSampler), cut to whole optimizer steps when accumulating."""
+    per_rank_batch = cfg.batch_size // world
+    n = num_samples - len(exclude)
+    if cfg.drop_remainder and n // world < per_rank_batch:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n} training images in {where} "
+                          f"with drop_remainder: lower --batch_size or add images")
+    indices = EpochSampler(num_samples, cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=exclude).indices()
+    if cfg.accum_steps > 1:  # a partial optimizer step would leave gradients in the buffers across the epoch's end
+        indices = indices[: len(indices) // per_rank_batch * per_rank_batch]
+    return indices
 
 
 def eval_dataset(folder: str, indexing: dict, image_size: int, crop_pct: float, mean, std, batch_size: int,

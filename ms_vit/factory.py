@@ -28,7 +28,9 @@ def create_model(name: str = "vit_b_16", num_classes: int | None = None, image_s
             embedding resized when the image size differs (see ``net.load_report``).
         strict_head: refuse a checkpoint whose class count differs instead of re-initialising the head.
         **overrides: any ``ViTConfig`` field (patch_size, embed_dim, num_layers, num_heads, mlp_dim, drop_rate,
-            attention_drop_rate, drop_path_rate, layer_norm_eps, gelu, pool, patch_impl, in_channels).
+            attention_drop_rate, drop_path_rate, layer_norm_eps, gelu, pool, patch_impl, in_channels), including
+            TokenLearner: ``create_model("vit_b_16", token_learner_tokens=8, token_learner_layer=6)`` inserts it
+            after block 6 (``token_fuser=True`` adds TokenFuser).
     """
     sizes = {k: v for k, v in (("num_classes", num_classes), ("image_size", image_size)) if v is not None}
     cfg = model_config(name, **sizes, **overrides)

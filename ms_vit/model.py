@@ -19,7 +19,7 @@ HEAD_PARAMS = ("dense.weight", "dense.bias")
 POS_EMBED_PARAM = "pos_embedding"
 
 
-def _dense(in_features: int, out_features: int) -> nn.Dense:
+def dense_layer(in_features: int, out_features: int) -> nn.Dense:
     return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init=Zero())
 
 
@@ -94,9 +94,9 @@ class Attention(nn.Cell):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.qkv = _dense(dim, dim * 3)
+        self.qkv = dense_layer(dim, dim * 3)
         self.attn_drop = nn.Dropout(p=attention_drop_rate)
-        self.out = _dense(dim, dim)
+        self.out = dense_layer(dim, dim)
         self.out_drop = nn.Dropout(p=drop_rate)
 
     def construct(self, x):
@@ -146,9 +146,9 @@ class FeedForward(nn.Cell):
     def __init__(self, *, dim: int, hidden_dim: int, gelu: str = "tanh", drop_rate: float = 0.0,
                  gelu_impl: str = "auto"):
         super().__init__()
-        self.dense1 = _dense(dim, hidden_dim)
+        self.dense1 = dense_layer(dim, hidden_dim)
         self.activation = gelu_cell(gelu, gelu_impl)
-        self.dense2 = _dense(hidden_dim, dim)
+        self.dense2 = dense_layer(hidden_dim, dim)
         self.dropout = nn.Dropout(p=drop_rate)
 
     def construct(self, x):
@@ -168,7 +168,10 @@ class PreNorm(nn.Cell):
 
 
 class TransformerEncoder(nn.Cell):
-    """Pre-norm encoder blocks. ``construct`` returns the tokens and a tuple with each block's attention map."""
+    """Pre-norm encoder blocks, with TokenLearner (and TokenFuser) when the config asks.
+
+    ``construct`` returns the tokens and a tuple with each block's attention map; after TokenLearner the maps are
+    over the class token and the learned tokens."""
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -187,14 +190,33 @@ class TransformerEncoder(nn.Cell):
             drop_paths.append(DropPath(rate))
         self.layers = nn.CellList(layers)
         self.drop_paths = nn.CellList(drop_paths)  # no parameters: the tutorial's names are unaffected
+        self.learner_after = cfg.learner_after
+        self.token_learner = self.token_fuser = None
+        if cfg.token_learner_tokens:
+            from .token_learner import TokenFuser, TokenLearner
+
+            options = dict(dim=cfg.embed_dim, tokens=cfg.token_learner_tokens, bottleneck=cfg.token_learner_bottleneck,
+                           eps=cfg.layer_norm_eps, gelu=cfg.gelu, gelu_impl=cfg.gelu_impl)
+            self.token_learner = TokenLearner(**options)
+            if cfg.token_fuser:
+                self.token_fuser = TokenFuser(**options)
 
     def construct(self, x):
         attentions = ()
+        patches = x
+        done = 0
         for layer, drop_path in zip(self.layers, self.drop_paths):
             out, attn = layer[0](x)
             x = x + drop_path(out)
             x = x + drop_path(layer[1](x))
             attentions = attentions + (attn,)
+            done = done + 1
+            if done == self.learner_after:  # a constant: graph mode keeps only the taken branch
+                patches = x[:, 1:]
+                learned, _ = self.token_learner(patches)
+                x = ops.concat((x[:, :1], learned), axis=1)
+        if self.token_fuser is not None:
+            x = ops.concat((x[:, :1], self.token_fuser(x[:, 1:], patches)), axis=1)
         return x, attentions
 
 
@@ -222,7 +244,7 @@ class ViT(nn.Cell):
         self.transformer = TransformerEncoder(cfg)
         self.norm = LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(p=cfg.drop_rate)
-        self.dense = _dense(cfg.embed_dim, cfg.num_classes)
+        self.dense = dense_layer(cfg.embed_dim, cfg.num_classes)
 
     def forward_features(self, x):
         """Images (B, C, H, W) -> (normalised tokens (B, 1 + patches, D), tuple of (B, heads, T, T) maps)."""
@@ -264,12 +286,15 @@ class FeatureExtractor(nn.Cell):
 
 
 class AttentionOutput(nn.Cell):
-    """Logits and attention maps stacked as (layers, B, heads, T, T), sharing the ViT's parameters."""
+    """Logits and attention maps stacked as (layers, B, heads, T, T), sharing the ViT's parameters.
+
+    With TokenLearner only the blocks before it are stacked: theirs are the maps over the image's patches."""
 
     def __init__(self, vit: ViT):
         super().__init__(auto_prefix=False)
         self.vit = vit
+        self.stacked = vit.config.learner_after or vit.config.num_layers
 
     def construct(self, x):
         tokens, attentions = self.vit.forward_features(x)
-        return self.vit.forward_head(tokens), ops.stack(attentions, axis=0)
+        return self.vit.forward_head(tokens), ops.stack(attentions[:self.stacked], axis=0)

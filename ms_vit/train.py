@@ -67,6 +67,10 @@ def resolve_data_dir(cfg: TrainConfig, log) -> str:
 
     if cfg.data_dir and os.path.isdir(cfg.data_dir) and os.listdir(cfg.data_dir):
         return cfg.data_dir
+    if cfg.dataset == "cifar10" and not cfg.dataset_url:
+        from .cifar import find_root
+
+        return find_root(cfg.data_dir or "dataset/cifar-10-batches-bin")  # raises the error that says what to get
     if cfg.demo_data:
         from .demo_data import make_shapes_dataset
 
@@ -75,12 +79,59 @@ def resolve_data_dir(cfg: TrainConfig, log) -> str:
     if cfg.dataset_url:
         archive = fetch(cfg.dataset_url, "dataset", cfg.dataset_sha256, log=log)
         stem = os.path.basename(archive).split(".")[0]
-        return find_split_root(unpack(archive, os.path.join("dataset", stem)))
+        unpacked = unpack(archive, os.path.join("dataset", stem))
+        return unpacked if cfg.dataset == "cifar10" else find_split_root(unpacked)
     if not cfg.data_dir:
         raise ConfigError("no data: give --data_dir DIR (with train/ and val/), --dataset_url URL, or run "
                           "--config configs/demo.yaml for the built-in demo")
     data.class_folders(cfg.data_dir)  # raises the right error for a missing path or a file
     raise ConfigError(f"data folder {cfg.data_dir} is empty: it needs train/ and val/ class folders")
+
+
+class FolderSource:
+    """ImageFolder data: ``train/`` and ``val/`` class folders, checked for unreadable images before training."""
+
+    def __init__(self, data_dir: str, cfg: TrainConfig, log):
+        self.data_dir = data_dir
+        self.train_where, self.val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "val")
+        self.classes = data.train_classes(self.train_where)
+        self.train_index = {name: i for i, name in enumerate(self.classes)}
+        self.val_index = data.class_indexing(self.val_dir, self.classes)
+        self.bad_files = _check_images(data_dir, cfg, log)
+        self.n_train = data.count_images(self.train_where, self.train_index) - len(
+            [p for p in self.bad_files if p.startswith(self.train_where)])
+
+    def train_data(self, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: int):
+        return data.train_dataset(self.train_where, self.train_index, cfg, epoch, rank, world, skip=skip,
+                                  exclude_files=self.bad_files)
+
+    def val_data(self, cfg: TrainConfig):
+        return data.eval_dataset(self.val_dir, self.val_index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
+                                 cfg.batch_size, cfg.num_workers)
+
+
+class CifarSource:
+    """CIFAR-10 binary files: the five training batches, validated on ``test_batch.bin`` (as seed 000 reports)."""
+
+    def __init__(self, data_dir: str, cfg: TrainConfig, log):
+        from . import cifar
+
+        self.root = self.train_where = cifar.find_root(data_dir)
+        self.classes = cifar.class_names(self.root)
+        self.n_train = cifar.count(self.root, "train")
+        cifar.split_files(self.root, "test")
+        self.bad_files: set = set()
+
+    def train_data(self, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: int):
+        from . import cifar
+
+        return cifar.train_dataset(self.root, cfg, epoch, rank, world, skip)
+
+    def val_data(self, cfg: TrainConfig):
+        from . import cifar
+
+        return cifar.dataset(self.root, "test", cifar.eval_transforms(cfg.image_size, cfg.mean, cfg.std),
+                             cfg.batch_size, num_workers=cfg.num_workers or data.default_workers())
 
 
 def prepare_output(out_dir: str) -> None:
@@ -100,6 +151,7 @@ def resume_state(train_cell, out_dir: str, log) -> dict | None:
     import mindspore as ms
 
     from .checkpoint.read import read_checkpoint
+    from .train_step import is_transient
 
     folder = os.path.join(out_dir, "checkpoints")
     candidates = []
@@ -125,7 +177,7 @@ def resume_state(train_cell, out_dir: str, log) -> dict | None:
     if not readable:
         return None
     ckpt = max(readable, key=lambda c: (c.meta["epoch"], c.meta.get("step_in_epoch", 0)))
-    targets = {p.name: p for p in train_cell.get_parameters()}
+    targets = {p.name: p for p in train_cell.get_parameters() if not is_transient(p.name)}
     missing = [n for n in targets if n not in ckpt.params or tuple(ckpt.params[n].shape) != tuple(targets[n].shape)]
     if missing:
         raise CheckpointError(f"{ckpt.path} does not match this run's model and optimizer ({', '.join(missing[:3])}): "
@@ -134,6 +186,17 @@ def resume_state(train_cell, out_dir: str, log) -> dict | None:
                            strict_load=True)
     log(f"resumed from {ckpt.path} (epoch {ckpt.meta['epoch']}, step {ckpt.meta['global_step']})")
     return ckpt.meta
+
+
+def resolve_accum_steps(cfg: TrainConfig, model_config, per_rank_batch: int, device: str) -> int:
+    """cfg.accum_steps, or for 0 (auto) the number the device wants (complexity.auto_accum_steps)."""
+    from .complexity import auto_accum_steps
+
+    steps = cfg.accum_steps or auto_accum_steps(model_config, per_rank_batch, device)
+    if per_rank_batch % steps:
+        raise ConfigError(f"batch_size {cfg.batch_size} per process ({per_rank_batch}) must be divisible by "
+                          f"accum_steps {steps} (each optimizer step is accum_steps equal micro-batches)")
+    return steps
 
 
 def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: int, amp_level: str):
@@ -151,7 +214,8 @@ def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: i
     optimizer = create_optimizer(net, cfg, steps_per_epoch)
     loss_fn = CrossEntropySmooth(smooth_factor=cfg.label_smoothing, num_classes=num_classes)
     train_cell = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, loss_scale_cell(amp_level, cfg.loss_scale),
-                           fixed_scale=cfg.loss_scale or 1.0, clip_norm=cfg.clip_grad_norm)
+                           fixed_scale=cfg.loss_scale or 1.0, clip_norm=cfg.clip_grad_norm,
+                           accum_steps=cfg.accum_steps or 1)  # 0 (auto) unresolved: whole batches
     return train_cell, loss_fn
 
 
@@ -177,12 +241,8 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by device_num {world} (each process gets "
                           "an equal share)")
     data_dir = resolve_data_dir(cfg, log)
-    train_dir, val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "val")
-    classes = data.train_classes(train_dir)
-    train_index = {name: i for i, name in enumerate(classes)}
-    val_index = data.class_indexing(val_dir, classes)
-    bad_files = _check_images(data_dir, cfg, log)
-    n_train = data.count_images(train_dir, train_index) - len([p for p in bad_files if p.startswith(train_dir)])
+    source = (CifarSource if cfg.dataset == "cifar10" else FolderSource)(data_dir, cfg, log)
+    classes, n_train, bad_files = source.classes, source.n_train, source.bad_files
     if writer:
         prepare_output(cfg.output_dir)
         _remove_partial_files(cfg.output_dir)
@@ -198,10 +258,12 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     amp_level = resolve_amp_level(cfg.amp_level, device)
     apply_amp(net, amp_level)
     per_rank_batch = cfg.batch_size // world
-    steps_per_epoch = (n_train // world) // per_rank_batch if cfg.drop_remainder else -(-(n_train // world) // per_rank_batch)
+    cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, per_rank_batch, device))
+    whole_steps = cfg.drop_remainder or cfg.accum_steps > 1
+    steps_per_epoch = (n_train // world) // per_rank_batch if whole_steps else -(-(n_train // world) // per_rank_batch)
     if steps_per_epoch < 1:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in {train_dir} "
-                          "with drop_remainder: lower --batch_size or add images")
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in "
+                          f"{source.train_where} with drop_remainder: lower --batch_size or add images")
     train_cell, loss_fn = build_train_cell(net, cfg, len(classes), steps_per_epoch, amp_level)
     metrics = {"top_1": nn.Top1CategoricalAccuracy(), "top_5": nn.TopKCategoricalAccuracy(min(5, len(classes))),
                "loss": nn.Loss()}
@@ -220,21 +282,21 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
             start_epoch, history, best = resumed["epoch"], resumed.get("history", []), resumed.get("best_top1", -1.0)
             skip_steps = resumed.get("step_in_epoch", 0)
     lrs = lr_schedule(cfg.lr, cfg.min_lr, steps_per_epoch, cfg.epochs, cfg.warmup_epochs)
-    state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best)
+    state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best,
+                     accum_steps=cfg.accum_steps)
     state.step_offset = skip_steps
     state.dynamic_scale = amp_level != "O0" and cfg.loss_scale == 0
-    val_data = data.eval_dataset(val_dir, val_index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
-                                 cfg.batch_size, cfg.num_workers)
+    val_data = source.val_data(cfg)
     callbacks = [Progress(state, cfg.log_every, log),
                  EpochEnd(state, model, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints,
                           writer, log)]
     log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
-        f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}")
+        f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
+        + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
     with _interruptible(state):
         for epoch in range(start_epoch, cfg.epochs):
             skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
-            train_data = data.train_dataset(train_dir, train_index, cfg, epoch, rank, world, skip=skip,
-                                            exclude_files=bad_files)
+            train_data = source.train_data(cfg, epoch, rank, world, skip)
             try:
                 model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
             except RuntimeError as err:

@@ -14,6 +14,25 @@ def _square_sum(grad):
 
 
 _scale = ops.MultitypeFuncGraph("scale")
+_accumulate = ops.MultitypeFuncGraph("accumulate")
+_clear = ops.MultitypeFuncGraph("clear")
+
+# Training-step buffers that live only within one optimizer step: never saved, never loaded.
+TRANSIENT_PREFIX = "grad_accum"
+
+
+def is_transient(name: str) -> bool:
+    return name.startswith(TRANSIENT_PREFIX)
+
+
+@_accumulate.register("Tensor", "Tensor")
+def _accumulate_grad(buffer, grad):
+    return ops.assign_add(buffer, grad.astype(buffer.dtype))
+
+
+@_clear.register("Tensor", "Tensor")
+def _clear_buffer(token, buffer):
+    return ops.assign(buffer, ops.depend(ops.zeros_like(buffer), token))
 
 
 @_scale.register("Tensor", "Tensor")
@@ -29,18 +48,29 @@ class TrainStep(nn.TrainOneStepCell):
     whose gradients overflow is skipped (and, with a dynamic scale, the scale is lowered). In data-parallel runs the
     gradients are averaged across processes before the norm, so every process takes the same decision.
 
+    With ``accum_steps`` k > 1 each call is one micro-batch: its gradients are added to buffers, and every k-th call
+    applies their mean (clipping and the overflow check see the mean), so k micro-batches of b images give the
+    update of one batch of k*b images in the memory of b. Calls in between return overflow False and leave the
+    weights and the optimizer alone.
+
     Args:
         net_with_loss: a Cell returning the loss.
         optimizer: a MindSpore optimizer over the network's parameters.
         scale_update_cell: ``nn.DynamicLossScaleUpdateCell`` for dynamic loss scaling (AMP O2), or None.
         fixed_scale: a constant loss scale when no update cell is given (1.0: none).
         clip_norm: clip gradients to this global L2 norm (0: off).
+        accum_steps: micro-batches per optimizer update (1: every call updates).
     """
 
     def __init__(self, net_with_loss, optimizer, scale_update_cell=None, fixed_scale: float = 1.0,
-                 clip_norm: float = 0.0):
+                 clip_norm: float = 0.0, accum_steps: int = 1):
         super().__init__(net_with_loss, optimizer, sens=1.0)
         self.clip_norm = float(clip_norm)
+        self.accum_steps = int(accum_steps)
+        if self.accum_steps > 1:
+            self.accum_grads = self.weights.clone(prefix=TRANSIENT_PREFIX, init="zeros")
+            self.accum_count = Parameter(Tensor(0, ms.int32), name=f"{TRANSIENT_PREFIX}_count", requires_grad=False)
+            self.no_overflow = Tensor(False, ms.bool_)
         self.dynamic = scale_update_cell is not None
         self.scale_update = scale_update_cell
         initial = scale_update_cell.get_loss_scale() if self.dynamic else fixed_scale
@@ -53,7 +83,21 @@ class TrainStep(nn.TrainOneStepCell):
         sens = ops.ones_like(loss) * scale.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
-        grads = self.hyper_map(ops.partial(_scale, 1.0 / scale), grads)
+        if self.accum_steps == 1:
+            return self._update(loss, grads, scale)
+        grads = self.hyper_map(_accumulate, self.accum_grads, grads)
+        count = self.accum_count + 1
+        if count < self.accum_steps:
+            ops.assign(self.accum_count, count)
+            return loss, self.no_overflow, scale
+        ops.assign(self.accum_count, 0)
+        loss, overflow, scale = self._update(loss, grads, scale)
+        loss = ops.depend(loss, self.hyper_map(ops.partial(_clear, loss), self.accum_grads))
+        return loss, overflow, scale
+
+    def _update(self, loss, grads, scale):
+        """Unscale (and average the accumulated micro-batches), check, clip and apply ``grads``."""
+        grads = self.hyper_map(ops.partial(_scale, 1.0 / (scale * self.accum_steps)), grads)
         norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
         overflow = ops.logical_not(ops.isfinite(norm))
         if self.dynamic:

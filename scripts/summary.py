@@ -19,6 +19,11 @@ def main(argv):
     parser.add_argument("--num_classes", type=int, default=None, help="classes (default: 1000 / checkpoint's)")
     parser.add_argument("--patch_impl", choices=("matmul", "conv"), default=None,
                         help="patch embedding as reshape + MatMul (default) or the tutorial's Conv2d; same weights")
+    parser.add_argument("--config", default=None,
+                        help="a training recipe (YAML): its model options (sizes, TokenLearner) apply to the preset")
+    parser.add_argument("--token_learner_tokens", type=int, default=None, help="TokenLearner with this many tokens")
+    parser.add_argument("--token_learner_layer", type=int, default=None, help="TokenLearner after this many blocks")
+    parser.add_argument("--token_fuser", action="store_true", help="TokenFuser after the last block")
     parser.add_argument("--batch_size", type=int, nargs="*", default=[],
                         help="time a GRAPH-mode forward at these batch sizes (median of --repeat runs)")
     parser.add_argument("--repeat", type=int, default=3, help="timed forwards per batch size")
@@ -31,8 +36,19 @@ def main(argv):
 
     set_up(args.device_target, mode="graph")
     overrides = {"patch_impl": args.patch_impl} if args.patch_impl else {}
+    if args.config:
+        from ms_vit.config import make_train_config, read_yaml
+
+        overrides.update(make_train_config(read_yaml(args.config)).model_overrides())
+    for key in ("token_learner_tokens", "token_learner_layer"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.token_fuser:
+        overrides["token_fuser"] = True
     if args.model in PRESETS or not (os.path.exists(args.model) or os.path.splitext(args.model)[1]):
-        net = create_model(args.model, num_classes=args.num_classes, image_size=args.image_size, **overrides)
+        if args.image_size:
+            overrides["image_size"] = args.image_size
+        net = create_model(args.model, num_classes=args.num_classes, **overrides)
     else:
         if args.image_size:
             overrides["image_size"] = args.image_size
@@ -42,7 +58,9 @@ def main(argv):
     n_params = sum(p.size for p in net.get_parameters())
     print(f"model: {getattr(net, 'model_name', 'custom')}  image {cfg.image_size}px  patch {cfg.patch_size}  "
           f"dim {cfg.embed_dim}  layers {cfg.num_layers}  heads {cfg.num_heads}  mlp {cfg.mlp_dim}  "
-          f"classes {cfg.num_classes}  LayerNorm eps {cfg.layer_norm_eps:g}  GELU {cfg.gelu}")
+          f"classes {cfg.num_classes}  LayerNorm eps {cfg.layer_norm_eps:g}  GELU {cfg.gelu}"
+          + (f"  TokenLearner {cfg.token_learner_tokens} tokens after block {cfg.learner_after}"
+             + (" + TokenFuser" if cfg.token_fuser else "") if cfg.token_learner_tokens else ""))
     print(f"parameters: {n_params:,}")
     from ms_vit.complexity import stage_table
 
@@ -52,7 +70,8 @@ def main(argv):
     for name, params, macs in rows:
         print(f"{name:<{width}}  {params:>13,}  {macs / 1e9:>8.3f}")
     print(f"{'total':<{width}}  {sum(r[1] for r in rows):>13,}  {sum(r[2] for r in rows) / 1e9:>8.2f}  "
-          f"(multiply-accumulates per image at {cfg.image_size}px)")
+          f"(multiply-accumulates per image at {cfg.image_size}px; GFLOPs = 2 x GMACs = "
+          f"{2 * sum(r[2] for r in rows) / 1e9:.4f})")
     for batch in args.batch_size:
         timing = time_forward(net, batch, repeat=args.repeat)
         print(f"forward batch {batch:>3} (GRAPH): {timing['median_s']:.3f} s median of {args.repeat} "

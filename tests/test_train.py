@@ -162,3 +162,54 @@ def _weights_at_init(name):
     ms.set_seed(0)
     net = ms_vit.create_model("vit_tiny_test", num_classes=2)
     return {p.name: p.asnumpy() for p in net.get_parameters()}[name]
+
+
+def test_accumulated_micro_batches_give_the_full_batch_update(tmp_path):
+    make_image_folder(tmp_path / "data", n_train=12, n_val=3)
+    full = run(tmp_path, "full", epochs=2, clip_grad_norm=1.0)
+    accum = run(tmp_path, "accum", epochs=2, clip_grad_norm=1.0, accum_steps=4)
+    a, b = _weights(tmp_path / "full" / "checkpoints" / "epoch_002.ckpt"), \
+        _weights(tmp_path / "accum" / "checkpoints" / "epoch_002.ckpt")
+    assert set(a) == set(b) and not any(k.startswith("grad_accum") for k in b)  # buffers are never saved
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5
+    rows_full, rows_accum = read_csv(tmp_path / "full" / "metrics.csv"), read_csv(tmp_path / "accum" / "metrics.csv")
+    for x, y in zip(rows_full, rows_accum):
+        assert x["step"] == y["step"]  # optimizer steps, not micro-batches
+        assert abs(float(x["train_loss"]) - float(y["train_loss"])) <= 1e-5
+        assert abs(float(x["top_1"]) - float(y["top_1"])) <= 1e-6
+    assert full["last"]["lr"] == pytest.approx(accum["last"]["lr"])
+
+
+def test_accum_steps_must_divide_the_batch(tmp_path):
+    make_image_folder(tmp_path / "data", n_train=4, n_val=1)
+    with pytest.raises(ms_vit.ConfigError, match="divisible by accum_steps 3"):
+        run(tmp_path, accum_steps=3)
+
+
+def test_ctrl_c_waits_for_the_end_of_the_optimizer_step():
+    from types import SimpleNamespace
+
+    from ms_vit.callbacks import Progress, RunState
+
+    state = RunState(1, 3, 8, np.ones(3), accum_steps=4)
+    state.interrupted = True
+    stops = []
+    context = SimpleNamespace(request_stop=lambda: stops.append(state.step_in_epoch),
+                              original_args=lambda: SimpleNamespace(net_outputs=(ms.Tensor(1.0), ms.Tensor(False), 1)))
+    progress = Progress(state, every=100, log=lambda *a: None)
+    for _ in range(5):
+        progress.on_train_step_end(context)
+    assert stops == [1]  # after micro-batch 4, not 1-3 (an unfinished update)
+
+
+def test_auto_accumulation_sizes_micro_batches_to_the_model_on_cpu():
+    from ms_vit.complexity import auto_accum_steps, training_activation_bytes
+    from ms_vit.config import PRESETS, ViTConfig
+
+    base = ViTConfig(**PRESETS["vit_b_16"])
+    assert 0.35e9 < training_activation_bytes(base) < 0.45e9  # measured: 0.4 GB per image (bench/NOTES.md)
+    assert auto_accum_steps(base, 16, "CPU") == 8  # micro-batches of 2
+    assert auto_accum_steps(base, 16, "GPU") == auto_accum_steps(base, 16, "Ascend") == 1
+    assert auto_accum_steps(ViTConfig(**PRESETS["vit_l_16"]), 16, "CPU") == 16  # over budget even alone: 1 image
+    assert auto_accum_steps(ViTConfig(**PRESETS["vit_tiny_test"]), 16, "CPU") == 1
+    assert auto_accum_steps(base, 6, "CPU") == 3  # a divisor of the batch

@@ -29,6 +29,7 @@ class LoadReport:
     head_reset: list = field(default_factory=list)
     resized: list = field(default_factory=list)  # (name, old shape, new shape)
     ignored: list = field(default_factory=list)  # optimizer state and entries the net does not have
+    fresh: list = field(default_factory=list)  # TokenLearner/TokenFuser parameters a plain ViT checkpoint lacks
     prefix: str = ""
     meta: dict = field(default_factory=dict)
     format: str = "tutorial"
@@ -41,6 +42,9 @@ class LoadReport:
         if self.head_reset:
             out.append(f"re-initialised the classifier ({', '.join(self.head_reset)}): the checkpoint has another "
                        "class count; train it before use")
+        if self.fresh:
+            out.append(f"kept {len(self.fresh)} TokenLearner/TokenFuser parameters at their initial values: the "
+                       "checkpoint is a plain ViT; they train from scratch")
         for name, old, new in self.resized:
             out.append(f"resized {name} from {tuple(old)} to {tuple(new)} (bicubic on the patch grid)")
         if self.ignored:
@@ -67,6 +71,10 @@ def to_model_names(params: dict, expected: set, source: str = "<dict>") -> tuple
     return params, prefix, fmt, ignored
 
 
+# Modules a ViT checkpoint from elsewhere never has: loading one into a model with them leaves them as initialised.
+ADDED_MODULES = ("transformer.token_learner.", "transformer.token_fuser.")
+
+
 def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = False,
                 meta: dict | None = None) -> LoadReport:
     """Load a flat {name: array} dict into ``net`` (a ``ms_vit.ViT``) and report what was done.
@@ -82,12 +90,17 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
     params, prefix, fmt, state = to_model_names(params, set(targets), source)
     report = LoadReport(source=source, prefix=prefix, meta=meta or {}, format=fmt)
     missing = [name for name in targets if name not in params]
+    if not any(name.startswith(ADDED_MODULES) for name in params):  # a plain ViT checkpoint into a TokenLearner ViT
+        report.fresh = [name for name in missing if name.startswith(ADDED_MODULES)]
+        missing = [name for name in missing if name not in report.fresh]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise CheckpointError(f"{source} lacks {len(missing)} of the model's {len(targets)} parameters ({shown}): "
                               "it is another model or architecture; pick the matching --model or checkpoint")
     to_load = {}
     for name, param in targets.items():
+        if name in report.fresh:
+            continue
         value = np.asarray(params[name])
         want = tuple(param.shape)
         if tuple(value.shape) != want:
@@ -111,7 +124,7 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
     if report.head_reset:
         net.init_head()
     not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
-    not_loaded = [name for name in not_loaded if name not in report.head_reset]
+    not_loaded = [name for name in not_loaded if name not in report.head_reset and name not in report.fresh]
     if not_loaded:
         raise CheckpointError(f"{source}: MindSpore did not load {', '.join(not_loaded[:5])}")
     report.loaded = sorted(to_load)

@@ -26,6 +26,8 @@ def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None
     """
     import mindspore as ms
 
+    from ..train_step import is_transient
+
     path = os.fspath(path)
     if not path.endswith(".ckpt"):
         raise ValueError(f"checkpoint path {path} must end with .ckpt")
@@ -38,7 +40,7 @@ def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial.ckpt", dir=folder)
     os.close(fd)
     try:
-        ms.save_checkpoint(net, tmp, append_dict=append or None)
+        ms.save_checkpoint(net, tmp, append_dict=append or None, choice_func=lambda name: not is_transient(name))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
