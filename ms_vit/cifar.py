@@ -120,23 +120,24 @@ def eval_transforms(image_size: int, mean, std) -> list:
     return ops + [vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW()]
 
 
-def train_dataset(root: str, cfg, epoch: int, rank: int = 0, world: int = 1, skip: int = 0):
-    """Epoch ``epoch``'s training batches of the CIFAR-10 training split for this rank (see data.train_dataset)."""
+def train_dataset(root: str, cfg, epoch: int, rank: int = 0, world: int = 1, skip: int = 0, arrays=None):
+    """Epoch ``epoch``'s training batches of the CIFAR-10 training split for this rank (see data.train_dataset).
+    ``arrays``: the split as read_split returns it, to read the files once per run rather than once per epoch."""
     from .data import default_workers, epoch_indices, epoch_seed
 
     indices = epoch_indices(count(root, "train"), cfg, epoch, rank, world, where=root)
     transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
     return dataset(root, "train", transforms, cfg.batch_size // world // max(cfg.accum_steps, 1), sampler_indices=indices[skip:],
                    drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
-                   seed=epoch_seed(cfg, epoch))
+                   seed=epoch_seed(cfg, epoch), arrays=arrays)
 
 
 def dataset(root: str, split: str, transforms: list, batch_size: int, *, sampler_indices=None,
-            drop_remainder: bool = False, num_workers: int = 1, seed: int = 0):
+            drop_remainder: bool = False, num_workers: int = 1, seed: int = 0, arrays=None):
     """Batches of (image, label int32) from a split: in file order, or the samples ``sampler_indices`` names."""
     import mindspore.dataset as ds
 
-    images, labels = read_split(root, split)
+    images, labels = arrays if arrays is not None else read_split(root, split)
     ds.config.set_seed(seed)
     kwargs = {"sampler": ds.SubsetSampler(sampler_indices.tolist())} if sampler_indices is not None else {"shuffle": False}
     data = ds.NumpySlicesDataset({"image": images, "label": labels}, **kwargs)

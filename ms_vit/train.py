@@ -118,14 +118,15 @@ class CifarSource:
 
         self.root = self.train_where = cifar.find_root(data_dir)
         self.classes = cifar.class_names(self.root)
-        self.n_train = cifar.count(self.root, "train")
+        self.train_arrays = cifar.read_split(self.root, "train")  # once: every epoch's pipeline reuses it
+        self.n_train = len(self.train_arrays[1])
         cifar.split_files(self.root, "test")
         self.bad_files: set = set()
 
     def train_data(self, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: int):
         from . import cifar
 
-        return cifar.train_dataset(self.root, cfg, epoch, rank, world, skip)
+        return cifar.train_dataset(self.root, cfg, epoch, rank, world, skip, arrays=self.train_arrays)
 
     def val_data(self, cfg: TrainConfig):
         from . import cifar
