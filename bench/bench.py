@@ -4,7 +4,8 @@ and compile time. Each case runs in its own process.
 
     python bench/bench.py [--quick] [--cases ms_infer_b16 torch_infer_b16 ...]
 
-Prints a table, then one JSON line. Ratios are PyTorch time / ms_vit time (above 1: ms_vit is faster). The ms_vit
+Prints a table, then one JSON line. Ratios are PyTorch time / ms_vit time (above 1: ms_vit is faster), each pair with
+the same GELU form (tanh: ms_/torch_ cases; exact erf: mserf_/torcherf_). The ms_vit
 training step is the engine's own (``ms_vit.train.build_train_cell``: forward, backward, Adam), not a copy.
 """
 
@@ -21,9 +22,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16", "torch_train_b16",
-         "pipeline")
+CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16",
+         "torch_train_b16", "mserf_infer_b16", "torcherf_infer_b16", "pipeline")
+# Like with like: the ms_ and torch_ cases both run the tanh-form GELU (ms_vit's default, the tutorial's; HF's
+# "gelu_pytorch_tanh"); the *erf cases both run the exact erf form (timm's and HF's default).
+TORCH_GELU = {"torch": "gelu_pytorch_tanh", "torcherf": "gelu"}
 
 
 def peak_rss_gb() -> float:
@@ -44,7 +47,7 @@ def timed(step, repeat: int) -> dict:
     return {"median_s": median, "first_s": first, "compile_s": max(first - median, 0.0), "peak_rss_gb": peak_rss_gb()}
 
 
-def ms_case(kind: str, batch: int, repeat: int) -> dict:
+def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh") -> dict:
     import mindspore as ms
     import numpy as np
 
@@ -56,7 +59,7 @@ def ms_case(kind: str, batch: int, repeat: int) -> dict:
     ms.set_seed(0)
     # --plain: the tutorial's kernels (Conv2d patch embedding, MindSpore's GELU), the "before" of the fast path.
     plain = {"patch_impl": "conv", "gelu_impl": "kernel"} if os.environ.get("MS_VIT_BENCH_PLAIN") == "1" else {}
-    net = ms_vit.create_model("vit_b_16", **plain)
+    net = ms_vit.create_model("vit_b_16", gelu=gelu, **plain)
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
     if kind == "infer":
@@ -82,12 +85,12 @@ def ms_case(kind: str, batch: int, repeat: int) -> dict:
     return {**timed(step, repeat), "accum_steps": cfg.accum_steps}
 
 
-def torch_case(kind: str, batch: int, repeat: int) -> dict:
+def torch_case(kind: str, batch: int, repeat: int, act: str = "gelu_pytorch_tanh") -> dict:
     import torch
     import transformers
 
     torch.manual_seed(0)
-    model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000))  # ViT-B/16, 224 px
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000, hidden_act=act))  # B/16
     x = torch.randn(batch, 3, 224, 224)
     if kind == "infer":
         model.eval()
@@ -141,7 +144,9 @@ def run_case(name: str, repeat: int) -> dict:
         return pipeline_case(repeat)
     lib, kind, batch = name.split("_")
     batch = int(batch[1:])
-    return (ms_case if lib == "ms" else torch_case)(kind, batch, repeat)
+    if lib.startswith("ms"):
+        return ms_case(kind, batch, repeat, gelu="erf" if lib == "mserf" else "tanh")
+    return torch_case(kind, batch, repeat, act=TORCH_GELU[lib])
 
 
 def child(name: str, repeat: int) -> dict | None:
@@ -181,12 +186,13 @@ def main():
             extra += f"  {r['accum_steps']} micro-batches" if r.get("accum_steps", 1) > 1 else ""
             print(f"{name:<18} {r['median_s']:>9.3f} {r['first_s']:>11.2f} {r['peak_rss_gb']:>12.2f}{extra}")
 
-    def ratio(case):
-        ms_r, torch_r = results.get(f"ms_{case}"), results.get(f"torch_{case}")
+    def ratio(case, ms="ms", torch="torch"):
+        ms_r, torch_r = results.get(f"{ms}_{case}"), results.get(f"{torch}_{case}")
         return round(torch_r["median_s"] / ms_r["median_s"], 3) if ms_r and torch_r else None
 
     summary = {"infer_b16_ratio_vs_torch": ratio("infer_b16"), "infer_b1_ratio_vs_torch": ratio("infer_b1"),
                "train_b16_ratio_vs_torch": ratio("train_b16"),
+               "infer_b16_erf_ratio_vs_torch": ratio("infer_b16", "mserf", "torcherf"),
                "train_b16_peak_rss_gb": round(results["ms_train_b16"]["peak_rss_gb"], 2)
                if results.get("ms_train_b16") else None,
                "compile_s": round(results["ms_train_b16"]["compile_s"], 1) if results.get("ms_train_b16") else None,

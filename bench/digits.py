@@ -14,14 +14,12 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 MINI = {"model": "vit_ti_16", "embed_dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 256, "drop_rate": 0.1,
         "pool": "mean"}

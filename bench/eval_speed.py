@@ -9,10 +9,7 @@ ms_vit.evaluate.evaluate on it (decode, resize, crop, normalise, forward) and pr
 
 import argparse
 import os
-import sys
 import tempfile
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():

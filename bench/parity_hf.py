@@ -3,11 +3,8 @@
     python bench/parity_hf.py            # a tiny config and a ViT-B/16-sized one (random weights)
 """
 
-import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SIZES = {
     "tiny (dim 32, 2 layers, 4 heads, 32 px)": dict(hidden=32, layers=2, heads=4, mlp=64, image=32, patch=8, labels=10),

@@ -7,11 +7,14 @@ import json
 import os
 import time
 
+import mindspore as ms
 import numpy as np
+from mindspore import nn
 from mindspore.train import Callback
 
 from .checkpoint.save import save_checkpoint
 from .errors import MsVitError
+
 
 class TrainingDiverged(MsVitError):
     """The loss or the gradients became NaN or infinite."""
@@ -110,18 +113,68 @@ class Progress(Callback):
                  f"lr {lr:.3g} {s.images_per_step / per_step:.1f} img/s ETA {_format_eta(per_step * remaining)}")
 
 
+def val_sums(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[images, top-1 hits, top-5 hits, summed cross-entropy] of a batch of logits against integer labels.
+
+    The loss is the plain (unsmoothed) softmax cross-entropy in float64, as ``evaluate.summarize`` computes it, so
+    metrics.csv and eval.py report the same number for the same weights and images; top-k as there (k = min(5, K)).
+    """
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    top = np.argsort(-logits, axis=1)[:, :min(5, logits.shape[1])]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return np.array([len(labels), (top[:, 0] == labels).sum(), (top == labels[:, None]).any(axis=1).sum(),
+                     -log_probs[np.arange(len(labels)), labels].sum()], np.float64)
+
+
+class EvalLogits(nn.Cell):
+    """``net``'s logits in float32 (an fp16 AMP network's too): the compiled forward pass of validation."""
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)
+        self.net = net
+
+    def construct(self, images):
+        return self.net(images).astype(ms.float32)
+
+
+def validate(eval_net, batches, reduce=None) -> dict:
+    """Top-1, top-5 and the mean plain cross-entropy of ``eval_net`` (logits) over ``batches`` (image, label).
+
+    Averages are over images, so a smaller last batch weighs by its images, not as a whole batch. In data-parallel
+    runs each process passes its shard of the validation images and ``reduce`` (``distributed.all_reduce_sum``):
+    the sums are added over processes, and every process returns the metrics of the whole set.
+    ``local_images`` is the number of images this process evaluated.
+    """
+    sums = np.zeros(4)
+    for images, labels in batches.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        sums += val_sums(eval_net(ms.Tensor(images)).asnumpy(), labels)
+    local = int(sums[0])
+    if reduce is not None:
+        sums = reduce(sums)
+    count = max(sums[0], 1.0)
+    return {"images": int(round(sums[0])), "local_images": local, "top_1": sums[1] / count, "top_5": sums[2] / count,
+            "loss": sums[3] / count}
+
+
 class EpochEnd(Callback):
     """After each epoch: validate, then (on the writing process) metrics.csv, curves.png and checkpoints.
 
     Checkpoints: ``checkpoints/epoch_NNN.ckpt`` (the whole train state: weights, optimizer, step; the last
     ``keep`` are kept) and ``best.ckpt`` (weights of the best val top-1). Each carries metadata so eval, infer and
     --resume need nothing else; ``train_state.json`` names the newest. All writes are atomic.
+
+    Validation (``validate``) runs ``net`` in eval mode over ``val_data``, this process's shard of the validation
+    images; ``reduce`` (data-parallel runs: ``distributed.all_reduce_sum``) adds the shards' sums, and the
+    processes' training losses, so every process logs (and rank 0 writes) the metrics of the whole run.
     """
 
-    def __init__(self, state: RunState, model, val_data, train_cell, net, out_dir: str, meta: dict, keep: int = 2,
-                 writer: bool = True, log=print):
+    def __init__(self, state: RunState, val_data, train_cell, net, out_dir: str, meta: dict, keep: int = 2,
+                 writer: bool = True, log=print, reduce=None):
         super().__init__()
-        self.state, self.model, self.val_data = state, model, val_data
+        self.state, self.val_data, self.reduce = state, val_data, reduce
+        self.eval_net = EvalLogits(net)
         self.train_cell, self.net, self.out_dir, self.meta = train_cell, net, out_dir, meta
         self.keep, self.writer, self.log = keep, writer, log
 
@@ -131,8 +184,17 @@ class EpochEnd(Callback):
             return
         epoch = run_context.original_args().cur_epoch_num
         seconds = time.perf_counter() - s.epoch_start
-        result = self.model.eval(self.val_data, dataset_sink_mode=False)
-        row = {"epoch": epoch, "step": s.global_step, "train_loss": float(np.mean(s.losses)) if s.losses else float("nan"),
+        training = self.net.training
+        self.net.set_train(False)
+        try:
+            result = validate(self.eval_net, self.val_data, self.reduce)
+        finally:
+            self.net.set_train(training)
+        losses = np.array([np.sum(s.losses), len(s.losses)], np.float64)
+        if self.reduce is not None:  # every process's micro-batches, as one process would have seen the batch
+            losses = self.reduce(losses)
+        row = {"epoch": epoch, "step": s.global_step,
+               "train_loss": float(losses[0] / losses[1]) if losses[1] else float("nan"),
                "val_loss": float(result["loss"]), "top_1": float(result["top_1"]), "top_5": float(result["top_5"]),
                "lr": float(s.lrs[s.global_step - 1]), "epoch_s": seconds,
                "img_s": len(s.losses) / s.accum_steps * s.images_per_step / seconds}

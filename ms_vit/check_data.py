@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from . import data
 from .download import sha256_of
 
-# First bytes of the image formats MindSpore's Decode reads.
+# First bytes of the image formats the loader's decoder (data.decode_rgb, Pillow) reads.
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"P5", "PGM"), (b"P6", "PPM"))
 UNUSUAL_MODES = {"L": "grayscale", "LA": "grayscale + alpha", "RGBA": "RGBA", "P": "palette", "I;16": "16-bit",
@@ -18,6 +18,8 @@ UNUSUAL_MODES = {"L": "grayscale", "LA": "grayscale + alpha", "RGBA": "RGBA", "P
 # Problems that break training (unreadable files) or falsify it (val images also in train, val-only classes).
 ERRORS = {"zero-byte", "not an image", "corrupt", "truncated", "train/val duplicate", "val class absent from train",
           "empty class folder"}
+# Entries the loader never reads (data.list_images leaves them out); notes, not errors.
+IGNORED = {"hidden file", "other file", "sub-folder"}
 
 
 @dataclass
@@ -64,13 +66,13 @@ def _inspect(path: str, full: bool, min_size: int) -> list[Finding]:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # the header only: the stored mode and size
             mode, size = image.mode, image.size
-            image.load()
-    except OSError as err:
-        kind = "truncated" if "truncated" in str(err) else "corrupt"
-        return [Finding(path, kind, str(err).splitlines()[0])]
-    except (ValueError, SyntaxError) as err:
+        data.decode_rgb(path)  # the loader's own decode, so "unreadable" means what training would fail on
+    except data.ImageDecodeError as err:
+        reason = str(err.__cause__ or err).splitlines()[0]
+        return [Finding(path, "truncated" if "truncated" in reason else "corrupt", reason)]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         return [Finding(path, "corrupt", str(err).splitlines()[0])]
     found = []
     if mode in UNUSUAL_MODES:
@@ -97,17 +99,24 @@ def scan(root: str, image_size: int = 224, full: bool = True) -> DataReport:
         for entry in sorted(os.listdir(folder)):
             if entry.startswith("."):
                 report.findings.append(Finding(os.path.join(folder, entry), "hidden file", "ignored by the loader"))
+            elif not os.path.isdir(os.path.join(folder, entry)):
+                report.findings.append(Finding(os.path.join(folder, entry), "other file",
+                                               "not in a class folder: ignored by the loader"))
         for name in classes[split]:
             class_dir = os.path.join(folder, name)
             files = sorted(os.listdir(class_dir))
-            images = [f for f in files if f.lower().endswith(data.IMAGE_EXTENSIONS) and not f.startswith(".")]
+            images = data.list_images(class_dir)  # the loader's own listing: what is not in it, it never reads
             if not images:
                 report.findings.append(Finding(class_dir, "empty class folder", "no images"))
+            listed = set(images)
             for f in files:
                 path = os.path.join(class_dir, f)
                 if f.startswith("."):
                     report.findings.append(Finding(path, "hidden file", "ignored by the loader"))
-                elif f not in images:
+                elif os.path.isdir(path):
+                    report.findings.append(Finding(path, "sub-folder", "ignored by the loader: images must lie "
+                                                                       "directly in the class folder"))
+                elif f not in listed:
                     report.findings.append(Finding(path, "other file", "not an image extension: ignored"))
             for f in images:
                 path = os.path.join(class_dir, f)

@@ -197,6 +197,8 @@ class TrainConfig:
     token_learner_layer: int = 0  # after this many blocks (0: half of them)
     token_fuser: bool = False  # map the learned tokens back onto the patches after the last block (needs pool mean)
     pool: str = ""  # cls (class token) or mean (of the other tokens); "" keeps the preset's (cls)
+    gelu: str = ""  # tanh or erf ("": the pretrained weights' form, else the preset's tanh)
+    layer_norm_eps: float = 0.0  # LayerNorm epsilon (0: the pretrained weights', else the preset's 1e-7)
     pretrained: str = ""  # checkpoint path or URL ("" trains from scratch)
     pretrained_sha256: str = ""  # expected SHA-256 of a downloaded checkpoint ("" = not checked)
     strict_head: bool = False  # refuse a pretrained head with another class count instead of re-initialising it
@@ -212,9 +214,11 @@ class TrainConfig:
     crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomCropDecodeResize area range
     crop_ratio: list = field(default_factory=lambda: [0.75, 1.333])
     hflip: float = 0.5
-    crop_pct: float = 0.875  # eval: resize to image_size / crop_pct, then centre-crop image_size (224 -> 256)
-    mean: list = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list = field(default_factory=lambda: list(IMAGENET_STD))
+    # Preprocessing: unset (0, [], "") follows the pretrained weights (README "Weights from elsewhere"), else ImageNet's.
+    crop_pct: float = 0.0  # eval: resize to image_size / crop_pct, centre-crop image_size (0: the weights', else 0.875)
+    mean: list = field(default_factory=list)  # per-channel mean, 0-255 pixels ([]: the weights', else ImageNet's)
+    std: list = field(default_factory=list)  # per-channel std, 0-255 pixels ([]: the weights', else ImageNet's)
+    interpolation: str = ""  # resize: bilinear or bicubic ("": the weights', else bilinear)
     num_workers: int = 0  # 0: from the core count
     bad_images: str = "fail"  # unreadable images: fail before training starts, or skip them (and count them)
     # optimisation
@@ -268,15 +272,31 @@ class TrainConfig:
             value = getattr(self, name)
             if len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ConfigError(f"{name} must be two increasing positive numbers, got {value}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError(f"mean and std need 3 values each, std positive; got {self.mean}, {self.std}")
+        if len(self.mean) not in (0, 3) or len(self.std) not in (0, 3) or min(self.std, default=1) <= 0:
+            raise ConfigError(f"mean and std need 3 values each (0-255 pixels), std positive, or none to follow the "
+                              f"pretrained weights; got {self.mean}, {self.std}")
+        for name, allowed in (("interpolation", ("", "bilinear", "bicubic")), ("gelu", ("", *GELU_FORMS))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed[1:])} (or empty: from the pretrained "
+                                  f"weights), got {getattr(self, name)!r}")
+        for name in ("crop_pct", "layer_norm_eps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (0: from the pretrained weights), got "
+                                  f"{getattr(self, name)}")
 
     def model_overrides(self) -> dict:
-        """The ViTConfig options this run sets (0 means: keep the preset's)."""
+        """The ViTConfig options this run sets (0 or "" means: keep the preset's, or for gelu and layer_norm_eps the
+        pretrained weights')."""
         keys = ("image_size", "patch_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "drop_rate",
                 "attention_drop_rate", "drop_path_rate", "token_learner_tokens", "token_learner_layer", "token_fuser",
-                "pool")
+                "pool", "gelu", "layer_norm_eps")
         return {k: getattr(self, k) for k in keys if getattr(self, k) not in (0, "") or k.endswith("rate")}
+
+    def preprocess_overrides(self) -> dict:
+        """The preprocessing keys this run sets (mean, std, interpolation, crop_pct); the others follow the
+        pretrained weights (``checkpoint.pretrained_cfg.resolve_preprocess``)."""
+        return {k: getattr(self, k) for k in ("mean", "std", "interpolation", "crop_pct")
+                if getattr(self, k) not in (0, 0.0, "", [])}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,21 +9,22 @@ import time
 import numpy as np
 
 from . import data
-from .config import IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError
 from .labels import folder_indexing, resolve_labels
 
 
 def load_for_inference(ckpt: str, model: str | None = None):
-    """The network a checkpoint holds, in eval mode, with ``net.preprocess`` (image_size, crop_pct, mean, std) and
-    ``net.class_names`` (None when the checkpoint has none) taken from its metadata."""
+    """The network a checkpoint holds, in eval mode, with ``net.class_names`` (None when the checkpoint has none)
+    and ``net.preprocess`` (image_size, mean, std, interpolation, crop_pct): what its metadata says, and for a file
+    from elsewhere its source's preprocessing (``checkpoint.pretrained_cfg``); ``net.preprocess_source`` says
+    where that came from."""
+    from .checkpoint.pretrained_cfg import resolve_preprocess
     from .factory import from_pretrained
 
     net = from_pretrained(ckpt, model=model)
     net.set_train(False)
-    meta = net.load_report.meta
-    net.preprocess = {"image_size": net.config.image_size, "crop_pct": meta.get("crop_pct", 0.875),
-                      "mean": meta.get("mean", IMAGENET_MEAN), "std": meta.get("std", IMAGENET_STD)}
+    prep, net.preprocess_source = resolve_preprocess({}, (net.pretrained_cfg, net.pretrained_cfg_source))
+    net.preprocess = {"image_size": net.config.image_size, **prep}
     return net
 
 
@@ -43,7 +44,7 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
     prep = dict(net.preprocess, crop_pct=crop_pct or net.preprocess["crop_pct"])
     data.set_bad_images(bad_images)
     batches = data.eval_dataset(folder, indexing, prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"],
-                                batch_size, num_workers)
+                                batch_size, num_workers, interpolation=prep.get("interpolation", "bilinear"))
     logits, labels = [], []
     start = time.perf_counter()
     try:

@@ -30,32 +30,16 @@ def find_images(source: str) -> list[str]:
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """Any image as 8-bit RGB (H, W, 3), EXIF orientation applied: grayscale, palette, RGBA (over white), 16-bit
-    and CMYK included. Raises ValueError naming the file when it cannot be read."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if array.max() > 255 else 255.0
-                gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(canvas, rgba)
-            return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"{path}: cannot be read as an image ({type(err).__name__}: {err})") from err
+    """Any image as 8-bit RGB (H, W, 3), EXIF orientation applied, transparency over white (``data.decode_rgb``,
+    the decoder training and eval use too). Raises ValueError naming the file when it cannot be read."""
+    return data.decode_rgb(path)
 
 
 def preprocess(rgb: np.ndarray, prep: dict) -> np.ndarray:
     """The eval transform of training and eval.py (``data.eval_transforms``), applied to one decoded image."""
     image = rgb
-    for op in data.eval_transforms(prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"], decode=False):
+    for op in data.eval_transforms(prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"], decode=False,
+                                   interpolation=prep.get("interpolation", "bilinear")):
         image = op(image)
     return np.asarray(image, np.float32)
 

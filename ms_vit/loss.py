@@ -10,8 +10,10 @@ class CrossEntropySmooth(nn.LossBase):
     """Softmax cross-entropy with label smoothing, computed in fp32.
 
     Integer labels (B,) become targets of ``1 - smooth_factor`` on the true class and
-    ``smooth_factor / (num_classes - 1)`` elsewhere (the MindSpore tutorial's definition). Soft targets (B, K),
-    e.g. one-hot or from mixup/cutmix, are used as given.
+    ``smooth_factor / (num_classes - 1)`` elsewhere (the MindSpore tutorial's definition). timm's and PyTorch's
+    ``label_smoothing`` s spreads s / K over all K classes instead (1 - s + s/K on the true one): that is
+    ``smooth_factor = s * (K - 1) / K`` here. Soft targets (B, K), e.g. one-hot or from mixup/cutmix, are used as
+    given. This is the training loss only: validation (metrics.csv) and eval.py report the plain cross-entropy.
 
     Args:
         smooth_factor: mass moved off the true class, in [0, 1).

@@ -7,32 +7,16 @@ Parameter names are those the MindSpore ViT tutorial's network writes with ``ms.
 
 from __future__ import annotations
 
-import math
-
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from .config import ViTConfig
+from .layers import LayerNorm, SigmoidGELU, dense_layer, gelu_cell, softmax_fp32  # noqa: F401 (re-exported)
+from .token_learner import TokenFuser, TokenLearner
 
 HEAD_PARAMS = ("dense.weight", "dense.bias")
 POS_EMBED_PARAM = "pos_embedding"
-
-
-def dense_layer(in_features: int, out_features: int) -> nn.Dense:
-    return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init=Zero())
-
-
-class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` (same parameters, same epsilon default) that always normalises in fp32.
-
-    Under AMP O2 the activations are fp16; a fp16 variance over 768 channels overflows or loses the small
-    differences that matter, a known source of NaN in ViTs, so the statistics are computed in fp32.
-    """
-
-    def construct(self, x):
-        y, _, _ = self.layer_norm(x.astype(ms.float32), self.gamma.astype(ms.float32), self.beta.astype(ms.float32))
-        return y.astype(x.dtype)
 
 
 class DropPath(nn.Cell):
@@ -103,41 +87,12 @@ class Attention(nn.Cell):
         b, n, c = x.shape
         qkv = ops.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim))
         q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
-        scores = ops.bmm(q, k.swapaxes(-1, -2)) * self.scale
-        # Softmax in fp32: under AMP O2 the exponentials of fp16 scores overflow.
-        attn = ops.softmax(scores.astype(ms.float32), axis=-1).astype(x.dtype)
+        # q is scaled before the product: under AMP O2 an unscaled fp16 q.k^T overflows (> 65504) sooner.
+        scores = ops.bmm(q * self.scale, k.swapaxes(-1, -2))
+        attn = softmax_fp32(scores, axis=-1)
         out = ops.bmm(self.attn_drop(attn), v)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, n, c))
         return self.out_drop(self.out(out)), attn
-
-
-class SigmoidGELU(nn.Cell):
-    """The tanh-approximation GELU, 0.5 x (1 + tanh(c (x + 0.044715 x^3))), written as x * sigmoid(2c x (1 + 0.044715 x^2))
-    (tanh(z) = 2 sigmoid(2z) - 1). On CPU, MindSpore's GELU kernel takes ~170 ms on a ViT-B block's (16, 197, 3072)
-    activations, this ~21 ms, and it stays within 1e-6 of the kernel (MindSpore's CPU tanh is 1e-4 off; its sigmoid is
-    not)."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = 2.0 * math.sqrt(2.0 / math.pi)
-
-    def construct(self, x):
-        return x * ops.sigmoid(self.scale * x * (1.0 + 0.044715 * x * x))
-
-    def bprop(self, x, out, dout):
-        # Recompute from x instead of keeping the forward's four intermediates of (B, T, mlp_dim) for backward.
-        x2 = x * x
-        s = ops.sigmoid(self.scale * x * (1.0 + 0.044715 * x2))
-        return (dout * (s + x * s * (1.0 - s) * self.scale * (1.0 + 3 * 0.044715 * x2)),)
-
-
-def gelu_cell(form: str, impl: str) -> nn.Cell:
-    """The GELU of ``form`` ("tanh" or "erf"); ``impl`` "auto" takes the elementwise tanh form on CPU."""
-    if impl == "auto":
-        impl = "elementwise" if ms.get_context("device_target") == "CPU" else "kernel"
-    if form == "tanh" and impl == "elementwise":
-        return SigmoidGELU()
-    return nn.GELU(approximate=form == "tanh")  # exact erf: MindSpore's kernel (no faster exact form found, bench/NOTES.md)
 
 
 class FeedForward(nn.Cell):
@@ -193,8 +148,6 @@ class TransformerEncoder(nn.Cell):
         self.learner_after = cfg.learner_after
         self.token_learner = self.token_fuser = None
         if cfg.token_learner_tokens:
-            from .token_learner import TokenFuser, TokenLearner
-
             options = dict(dim=cfg.embed_dim, tokens=cfg.token_learner_tokens, bottleneck=cfg.token_learner_bottleneck,
                            eps=cfg.layer_norm_eps, gelu=cfg.gelu, gelu_impl=cfg.gelu_impl)
             self.token_learner = TokenLearner(**options)

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 NO_DECAY_NAMES = ("cls", "pos_embedding")
 
 
 def lr_schedule(base_lr: float, min_lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0):
-    """Per-step learning rates: linear warmup to ``base_lr``, then cosine decay to ``min_lr`` at the last step."""
+    """Per-step learning rates: linear warmup towards ``base_lr``, then cosine decay from ``base_lr`` to ``min_lr``.
+
+    Warmup step s (of W) takes base_lr * (s + 1) / (W + 1), so the peak is reached once, at the first step after the
+    warmup; the cosine then ends exactly at ``min_lr`` on the last step (given at least two decay steps).
+    """
     total = steps_per_epoch * epochs
     warmup = min(int(round(warmup_epochs * steps_per_epoch)), total)
-    lrs = np.empty(total, np.float32)
-    for step in range(total):
-        if step < warmup:
-            lrs[step] = base_lr * (step + 1) / warmup
-        else:
-            progress = (step - warmup) / max(total - warmup, 1)
-            lrs[step] = min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
-    return lrs
+    steps = np.arange(total, dtype=np.float64)
+    ramp = base_lr * (steps + 1) / (warmup + 1)
+    progress = (steps - warmup) / max(total - warmup - 1, 1)
+    cosine = min_lr + 0.5 * (base_lr - min_lr) * (1 + np.cos(np.pi * progress))
+    return np.where(steps < warmup, ramp, cosine).astype(np.float32)
 
 
 def decays(name: str) -> bool:

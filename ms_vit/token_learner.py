@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from .model import LayerNorm, dense_layer, gelu_cell
+from .layers import LayerNorm, dense_layer, gelu_cell, softmax_fp32
 
 
 class _ScoreMLP(nn.Cell):
@@ -39,10 +39,9 @@ class TokenLearner(nn.Cell):
                  gelu_impl: str = "auto"):
         super().__init__()
         self.score = _ScoreMLP(dim, bottleneck, tokens, eps, gelu, gelu_impl)
-        self.softmax = nn.Softmax(axis=-1)
 
     def construct(self, x):
-        weights = self.softmax(self.score(x).transpose(0, 2, 1))  # (B, S, N): a distribution over patches
+        weights = softmax_fp32(self.score(x).transpose(0, 2, 1), axis=-1)  # (B, S, N): a distribution over patches
         return ops.BatchMatMul()(weights, x), weights
 
 

@@ -65,17 +65,21 @@ def resolve_data_dir(cfg: TrainConfig, log) -> str:
     """The folder holding train/ and val/: as given, downloaded and unpacked from dataset_url, or generated."""
     from .download import fetch, find_split_root, unpack
 
+    if cfg.demo_data:
+        from .demo_data import is_complete, make_shapes_dataset, needs_generation
+
+        root = cfg.data_dir or "dataset/demo"
+        if needs_generation(root):  # before the non-empty check: a half-written demo folder is not empty either
+            log(f"generating the demo data set (6 shape classes) in {root}")
+            return make_shapes_dataset(root)
+        if is_complete(root):
+            return root
     if cfg.data_dir and os.path.isdir(cfg.data_dir) and os.listdir(cfg.data_dir):
         return cfg.data_dir
     if cfg.dataset == "cifar10" and not cfg.dataset_url:
         from .cifar import find_root
 
         return find_root(cfg.data_dir or "dataset/cifar-10-batches-bin")  # raises the error that says what to get
-    if cfg.demo_data:
-        from .demo_data import make_shapes_dataset
-
-        log(f"generating the demo data set (6 shape classes) in {cfg.data_dir or 'dataset/demo'}")
-        return make_shapes_dataset(cfg.data_dir or "dataset/demo")
     if cfg.dataset_url:
         archive = fetch(cfg.dataset_url, "dataset", cfg.dataset_sha256, log=log)
         stem = os.path.basename(archive).split(".")[0]
@@ -105,9 +109,13 @@ class FolderSource:
         return data.train_dataset(self.train_where, self.train_index, cfg, epoch, rank, world, skip=skip,
                                   exclude_files=self.bad_files)
 
-    def val_data(self, cfg: TrainConfig):
+    def val_data(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
+        from .distributed import shard_indices
+
+        shard = shard_indices(data.count_images(self.val_dir, self.val_index), rank, world) if world > 1 else None
         return data.eval_dataset(self.val_dir, self.val_index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
-                                 cfg.batch_size, cfg.num_workers)
+                                 cfg.batch_size, cfg.num_workers, interpolation=cfg.interpolation,
+                                 sampler_indices=shard)
 
 
 class CifarSource:
@@ -128,11 +136,14 @@ class CifarSource:
 
         return cifar.train_dataset(self.root, cfg, epoch, rank, world, skip, arrays=self.train_arrays)
 
-    def val_data(self, cfg: TrainConfig):
+    def val_data(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
         from . import cifar
+        from .distributed import shard_indices
 
+        shard = shard_indices(cifar.count(self.root, "test"), rank, world) if world > 1 else None
         return cifar.dataset(self.root, "test", cifar.eval_transforms(cfg.image_size, cfg.mean, cfg.std),
-                             cfg.batch_size, num_workers=cfg.num_workers or data.default_workers())
+                             cfg.batch_size, num_workers=cfg.num_workers or data.default_workers(),
+                             sampler_indices=shard)
 
 
 def prepare_output(out_dir: str) -> None:
@@ -145,8 +156,56 @@ def prepare_output(out_dir: str) -> None:
         raise ConfigError(f"output folder {out_dir} is not writable ({err.strerror}): choose another --output_dir") from err
 
 
-def resume_state(train_cell, out_dir: str, log) -> dict | None:
-    """Load the newest readable epoch checkpoint of ``out_dir`` into the train cell; returns its metadata."""
+def resume_state(train_cell, out_dir: str, log, rank: int = 0, world: int = 1) -> dict | None:
+    """Load the newest readable epoch checkpoint of ``out_dir`` into the train cell; returns its metadata (None when
+    there is nothing to resume).
+
+    In a data-parallel run (``world`` > 1) every process calls this, and only rank 0 reads ``out_dir``: processes
+    on other machines need not see that disk. Rank 0's train state (weights, optimizer state, counters) and its
+    position (epoch, step_in_epoch, global_step, best_top1) reach the other processes by broadcast; the history
+    stays on rank 0, the only process that writes metrics.
+    """
+    if world == 1:
+        return _load_newest_state(train_cell, out_dir, log)
+    return _share_resume_state(train_cell, out_dir, log, rank)
+
+
+def _share_resume_state(train_cell, out_dir: str, log, rank: int) -> dict | None:
+    import numpy as np
+
+    from .distributed import broadcast
+    from .train_step import is_transient
+
+    header = np.zeros(5)  # found (1), none (0) or failed (-1); epoch, step_in_epoch, global_step, best_top1
+    meta = None
+    if rank == 0:
+        try:
+            meta = _load_newest_state(train_cell, out_dir, log)
+        except Exception:
+            broadcast([np.array([-1.0, 0, 0, 0, 0])])  # the others stop too rather than wait for a state
+            raise
+        if meta is not None:
+            header = np.array([1.0, meta["epoch"], meta.get("step_in_epoch", 0), meta.get("global_step", 0),
+                               meta.get("best_top1", -1.0)])
+    found, epoch, step_in_epoch, global_step, best = broadcast([header])[0].tolist()
+    if found < 0:
+        raise CheckpointError(f"process 0 could not resume from {out_dir} on its machine: see its log")
+    if found == 0:
+        return None
+    import mindspore as ms
+
+    for param in train_cell.get_parameters():  # one at a time: never a second copy of the whole train state
+        if not is_transient(param.name):
+            value = broadcast([param])[0]
+            if rank != 0:
+                param.set_data(ms.Tensor(value))
+    if rank == 0:
+        return meta
+    return {"epoch": int(epoch), "step_in_epoch": int(step_in_epoch), "global_step": int(global_step),
+            "best_top1": best}
+
+
+def _load_newest_state(train_cell, out_dir: str, log) -> dict | None:
     import json
 
     import mindspore as ms
@@ -186,7 +245,7 @@ def resume_state(train_cell, out_dir: str, log) -> dict | None:
     ms.load_param_into_net(train_cell, {n: ms.Parameter(ms.Tensor(ckpt.params[n]), name=n) for n in targets},
                            strict_load=True)
     log(f"resumed from {ckpt.path} (epoch {ckpt.meta['epoch']}, step {ckpt.meta['global_step']})")
-    return ckpt.meta
+    return {**ckpt.meta, "checkpoint_path": ckpt.path}
 
 
 def resolve_accum_steps(cfg: TrainConfig, model_config, per_rank_batch: int, device: str) -> int:
@@ -223,12 +282,13 @@ def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: i
 def fine_tune(cfg: TrainConfig, log=None) -> dict:
     """Run a fine-tuning job end to end and return its summary (best/last metrics and output paths)."""
     import mindspore as ms
-    from mindspore import nn
     from mindspore.train import Model
 
     from .amp import apply_amp, resolve_amp_level
     from .callbacks import EpochEnd, Progress, RunState
-    from .distributed import init_data_parallel
+    from .checkpoint.pretrained_cfg import describe_preprocess, resolve_preprocess, source_preprocess
+    from .checkpoint.read import read_checkpoint
+    from .distributed import all_reduce_sum, init_data_parallel
     from .download import fetch
     from .factory import create_model
     from .optim import lr_schedule
@@ -242,6 +302,12 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by device_num {world} (each process gets "
                           "an equal share)")
     data_dir = resolve_data_dir(cfg, log)
+    # The weights' preprocessing and numerics, unless the run sets them: resolved before the data and config.yaml.
+    pretrained = fetch(cfg.pretrained, "ckpt", cfg.pretrained_sha256, log=log) if cfg.pretrained else None
+    ckpt = read_checkpoint(pretrained) if pretrained else None
+    prep, prep_where = resolve_preprocess(cfg.preprocess_overrides(), source_preprocess(ckpt) if ckpt else None)
+    cfg = dataclasses.replace(cfg, **prep)
+    log(f"preprocessing: {describe_preprocess(prep)} ({prep_where})")
     source = (CifarSource if cfg.dataset == "cifar10" else FolderSource)(data_dir, cfg, log)
     classes, n_train, bad_files = source.classes, source.n_train, source.bad_files
     if writer:
@@ -250,12 +316,14 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         _write_run_files(cfg, classes)
 
     ms.set_seed(cfg.seed)
-    pretrained = fetch(cfg.pretrained, "ckpt", cfg.pretrained_sha256, log=log) if cfg.pretrained else None
-    net = create_model(cfg.model, num_classes=len(classes), pretrained=pretrained, strict_head=cfg.strict_head,
+    # create_model gives the net the weights' LayerNorm epsilon and GELU form; gelu/layer_norm_eps set here win.
+    net = create_model(cfg.model, num_classes=len(classes), pretrained=ckpt, strict_head=cfg.strict_head,
                        **cfg.model_overrides())
+    ckpt = None  # the net holds the weights now: do not keep a second copy through training
     if net.load_report:
         for line in net.load_report.lines():
             log(line)
+    log(f"numerics: LayerNorm eps {net.config.layer_norm_eps:g}, {net.config.gelu} GELU ({net.numerics_source})")
     amp_level = resolve_amp_level(cfg.amp_level, device)
     apply_amp(net, amp_level)
     per_rank_batch = cfg.batch_size // world
@@ -265,18 +333,18 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in "
                           f"{source.train_where} with drop_remainder: lower --batch_size or add images")
-    train_cell, loss_fn = build_train_cell(net, cfg, len(classes), steps_per_epoch, amp_level)
-    metrics = {"top_1": nn.Top1CategoricalAccuracy(), "top_5": nn.TopKCategoricalAccuracy(min(5, len(classes))),
-               "loss": nn.Loss()}
-    model = Model(train_cell, eval_network=nn.WithEvalCell(net, loss_fn, add_cast_fp32=True), metrics=metrics,
-                  eval_indexes=[0, 1, 2])
+    train_cell, _ = build_train_cell(net, cfg, len(classes), steps_per_epoch, amp_level)
+    # Validation is EpochEnd's own loop (callbacks.validate): Model.eval's nn.Loss would report the smoothed
+    # training loss as a mean of batch means, and would run the whole val set on every process.
+    model = Model(train_cell)
 
     meta = {"format": "ms_vit", "version": 1, "model_name": cfg.model, "model": net.config.to_dict(),
             "class_names": classes, "image_size": cfg.image_size, "mean": cfg.mean, "std": cfg.std,
-            "crop_pct": cfg.crop_pct, "train_config": cfg.to_dict()}
+            "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation, "preprocessing_from": prep_where,
+            "train_config": cfg.to_dict()}
     start_epoch, history, best, skip_steps = 0, [], -1.0, 0
     if cfg.resume:
-        resumed = resume_state(train_cell, cfg.output_dir, log)
+        resumed = resume_state(train_cell, cfg.output_dir, log, rank, world)
         if resumed is None:
             log(f"nothing to resume in {cfg.output_dir}: starting at epoch 1")
         else:
@@ -286,11 +354,12 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best,
                      accum_steps=cfg.accum_steps)
     state.step_offset = skip_steps
+    state.last_checkpoint = (resumed or {}).get("checkpoint_path", "") if cfg.resume else ""
     state.dynamic_scale = amp_level != "O0" and cfg.loss_scale == 0
-    val_data = source.val_data(cfg)
+    val_data = source.val_data(cfg, rank, world)  # this process's shard
     callbacks = [Progress(state, cfg.log_every, log),
-                 EpochEnd(state, model, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints,
-                          writer, log)]
+                 EpochEnd(state, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints, writer, log,
+                          reduce=all_reduce_sum if world > 1 else None)]
     log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
         + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))

@@ -51,7 +51,8 @@ class TrainStep(nn.TrainOneStepCell):
     With ``accum_steps`` k > 1 each call is one micro-batch: its gradients are added to buffers, and every k-th call
     applies their mean (clipping and the overflow check see the mean), so k micro-batches of b images give the
     update of one batch of k*b images in the memory of b. Calls in between return overflow False and leave the
-    weights and the optimizer alone.
+    weights and the optimizer alone. In data-parallel runs the gradients cross processes once per update, as the
+    accumulated sum, not once per micro-batch.
 
     Args:
         net_with_loss: a Cell returning the loss.
@@ -82,16 +83,17 @@ class TrainStep(nn.TrainOneStepCell):
         scale = self.scale_sense.value()
         sens = ops.ones_like(loss) * scale.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
-        grads = self.grad_reducer(grads)
         if self.accum_steps == 1:
-            return self._update(loss, grads, scale)
+            return self._update(loss, self.grad_reducer(grads), scale)
+        # Each process sums its own micro-batches; the sums are averaged across processes once per update (the
+        # reduction is linear, so this is the same mean at 1/accum_steps of the communication).
         grads = self.hyper_map(_accumulate, self.accum_grads, grads)
         count = self.accum_count + 1
         if count < self.accum_steps:
             ops.assign(self.accum_count, count)
             return loss, self.no_overflow, scale
         ops.assign(self.accum_count, 0)
-        loss, overflow, scale = self._update(loss, grads, scale)
+        loss, overflow, scale = self._update(loss, self.grad_reducer(grads), scale)
         loss = ops.depend(loss, self.hyper_map(ops.partial(_clear, loss), self.accum_grads))
         return loss, overflow, scale
 

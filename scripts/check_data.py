@@ -9,9 +9,7 @@ files, val images that are also in train, val classes absent from train, empty c
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ms_vit.cli import base_parser, run  # noqa: E402
+from ms_vit.cli import base_parser, run
 
 
 def main(argv):

@@ -5,12 +5,9 @@ checkpoint with metadata.
     python scripts/convert.py path/to/hf_model_folder ckpt/vit_hf.ckpt
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ms_vit.cli import base_parser, run  # noqa: E402
+from ms_vit.cli import base_parser, run
 
 
 def main(argv):
@@ -24,15 +21,14 @@ def main(argv):
         parser.error(f"the destination {args.dst} must end with .ckpt")
 
     from ms_vit import from_pretrained, save_checkpoint, set_up
-    from ms_vit.config import IMAGENET_MEAN, IMAGENET_STD
 
     set_up(args.device_target)
     net = from_pretrained(args.src, model=args.model)
     print("\n".join(net.load_report.lines()))
     meta = {"format": "ms_vit", "version": 1, "model_name": net.model_name, "model": net.config.to_dict(),
-            "class_names": net.class_names, "image_size": net.config.image_size, "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD, "crop_pct": 0.875, "converted_from": {"path": args.src,
-                                                                        "format": net.load_report.format}}
+            "class_names": net.class_names, "image_size": net.config.image_size, **net.pretrained_cfg,
+            "converted_from": {"path": args.src, "format": net.load_report.format,
+                               "preprocessing_from": net.pretrained_cfg_source}}
     save_checkpoint(net, args.dst, meta=meta)
     print(f"wrote {args.dst}: {net.config.num_layers} layers, dim {net.config.embed_dim}, {net.config.num_heads} heads, "
           f"{net.config.num_classes} classes, LayerNorm eps {net.config.layer_norm_eps:g}, GELU {net.config.gelu}")

@@ -4,12 +4,9 @@
     python scripts/eval.py --ckpt ckpt/vit_b_16_224.ckpt --data_dir dataset/vit_imagenet_dataset/dataset/val
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ms_vit.cli import base_parser, run  # noqa: E402
+from ms_vit.cli import base_parser, run
 
 
 def main(argv):
@@ -23,7 +20,8 @@ def main(argv):
     parser.add_argument("--model", default=None, help="preset whose architecture the checkpoint has, when it has "
                                                         "no metadata and is not 64 dimensions per head")
     parser.add_argument("--crop_pct", type=float, default=None,
-                        help="resize to image_size / crop_pct then centre-crop (default: checkpoint's, else 0.875)")
+                        help="resize to image_size / crop_pct then centre-crop (default: the checkpoint's; for a file "
+                             "from elsewhere, its source's)")
     parser.add_argument("--num_workers", type=int, default=0, help="decoding workers (0: from the core count)")
     parser.add_argument("--bad_images", choices=("fail", "skip"), default="fail",
                         help="an image that cannot be decoded stops the run, or is skipped and counted")
@@ -32,10 +30,14 @@ def main(argv):
         parser.error("--batch_size must be at least 1")
 
     from ms_vit import set_up
+    from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
     from ms_vit.evaluate import evaluate, load_for_inference, write_report
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)
+    prep = {**net.preprocess, "crop_pct": args.crop_pct or net.preprocess["crop_pct"]}
+    where = net.preprocess_source + ("; crop_pct from --crop_pct" if args.crop_pct else "")
+    print(f"preprocessing: {describe_preprocess(prep)} ({where})")
     report = evaluate(net, args.data_dir, args.batch_size, args.crop_pct, args.num_workers, bad_images=args.bad_images)
     report = write_report({"checkpoint": args.ckpt, "data_dir": args.data_dir, "batch_size": args.batch_size,
                            **report}, args.json)

@@ -6,9 +6,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ms_vit.cli import base_parser, run  # noqa: E402
+from ms_vit.cli import base_parser, run
 
 SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 

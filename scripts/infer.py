@@ -7,9 +7,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ms_vit.cli import base_parser, run  # noqa: E402
+from ms_vit.cli import base_parser, run
 
 
 def main(argv):
@@ -28,6 +26,7 @@ def main(argv):
         parser.error("--topk and --batch_size must be at least 1")
 
     from ms_vit import set_up
+    from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
     from ms_vit.evaluate import load_for_inference
     from ms_vit.infer import find_images, predict_files
     from ms_vit.labels import resolve_labels
@@ -35,6 +34,7 @@ def main(argv):
     set_up(args.device_target)
     paths = find_images(args.input)
     net = load_for_inference(args.ckpt, args.model)
+    print(f"preprocessing: {describe_preprocess(net.preprocess)} ({net.preprocess_source})")
     labels = resolve_labels(net.config.num_classes, net.class_names, args.meta_mat)
     root = args.input if os.path.isdir(args.input) else None
     result = predict_files(net, paths, labels, args.output, args.topk, args.batch_size, args.attention, root)

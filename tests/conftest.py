@@ -1,18 +1,16 @@
 """Shared fixtures: MindSpore on CPU in GRAPH mode, a tiny ViT and its input, checkpoint files the tests write."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
-import mindspore as ms  # noqa: E402
+import mindspore as ms
 
-import ms_vit  # noqa: E402
+import ms_vit
 
 ms_vit.set_up("CPU", mode="graph")
 

@@ -1,6 +1,8 @@
 """Training that survives SIGKILL (mid-epoch and mid-checkpoint-write), Ctrl-C, and a diverging loss."""
 
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,19 +13,21 @@ import pytest
 from conftest import ROOT, make_image_folder
 
 import ms_vit
+from ms_vit import data
 from ms_vit.config import make_train_config
 from ms_vit.train import fine_tune
 
-# Deterministic augmentation (full-image crops, no flip) so that even a mid-epoch resume replays exactly; the model
-# is large enough (1.2 M parameters, a 15 MB training state) for a checkpoint write to take measurable time.
+# Random crops and flips (the default recipe's), which a mid-epoch resume must replay exactly; the model is large
+# enough (1.2 M parameters, a 15 MB training state) for a checkpoint write to take measurable time.
 ARGS = ["--model", "vit_tiny_test", "--image_size", "32", "--embed_dim", "192", "--num_layers", "4", "--num_heads", "3",
         "--mlp_dim", "384", "--batch_size", "4", "--epochs", "6", "--optimizer", "adamw", "--lr", "1e-3",
-        "--crop_scale", "1", "1", "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1", "--log_every", "1"]
+        "--crop_scale", "0.08", "1", "--crop_ratio", "0.75", "1.333", "--hflip", "0.5", "--num_workers", "1",
+        "--log_every", "1"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("crash") / "data", n_train=8, n_val=2, size=32)
+    return make_image_folder(tmp_path_factory.mktemp("crash") / "data", n_train=8, n_val=2, size=40)
 
 
 def start(dataset, out, *extra):
@@ -38,8 +42,8 @@ def finish(proc, timeout=300):
     return proc.returncode, out
 
 
-def final_weights(out):
-    params = ms_vit.read_checkpoint(os.path.join(out, "checkpoints", "epoch_006.ckpt")).params
+def final_weights(out, epoch=6):
+    params = ms_vit.read_checkpoint(os.path.join(out, "checkpoints", f"epoch_{epoch:03d}.ckpt")).params
     return {k: v for k, v in params.items() if not k.startswith(("moment", "adam", "beta", "learning_rate"))}
 
 
@@ -91,9 +95,13 @@ def test_sigkill_during_a_checkpoint_write_then_resume(dataset, reference, tmp_p
     assert kill_when(proc, writing), "the run ended before a checkpoint write could be interrupted"
     proc.stdout.close()
     every_checkpoint_loads(str(out))
+    complete = sorted(n for n in os.listdir(folder) if n.startswith("epoch_") and n.endswith(".ckpt"))
     code, log = finish(start(dataset, out, "--resume"))
     assert code == 0, log[-2000:]
-    assert "resumed from" in log or "nothing to resume" in log
+    if complete:  # the newest whole checkpoint, never the torn one
+        assert f"resumed from {folder / complete[-1]} " in log, log[-2000:]
+    else:
+        assert "nothing to resume" in log, log[-2000:]
     assert not [n for n in os.listdir(folder) if n.endswith(".partial.ckpt")]  # the torn write was cleaned up
     assert_same(final_weights(out), reference)
 
@@ -135,14 +143,80 @@ def test_ctrl_c_saves_and_resume_continues_mid_epoch(dataset, reference, tmp_pat
     assert_same(final_weights(out), reference)
 
 
+def test_each_sample_keeps_its_augmentation_whatever_came_before(tmp_path):
+    """A sample's crop and flip depend on (seed, epoch, sample index) only: not on the worker count, nor on the
+    samples a resume leaves out."""
+    root = make_image_folder(tmp_path / "data", n_train=4, n_val=1, size=40)
+    train, index = os.path.join(root, "train"), {"blue": 0, "green": 1, "red": 2}
+    cfg = make_train_config({"image_size": 32, "batch_size": 4, "crop_scale": [0.08, 1.0], "hflip": 0.5})
+
+    def images(epoch=1, skip=0, workers=1):
+        batches = data.train_dataset(train, index, dataclasses.replace(cfg, num_workers=workers), epoch, skip=skip)
+        return np.concatenate([b[0] for b in batches.create_tuple_iterator(output_numpy=True)])
+
+    full = images()
+    assert full.shape == (12, 3, 32, 32)
+    np.testing.assert_array_equal(images(workers=2), full)
+    np.testing.assert_array_equal(images(skip=4), full[4:])
+    np.testing.assert_array_equal(images(skip=8, workers=2), full[8:])
+    first = data.file_list(train, index)[0]
+    crops = [data.TrainAugment(32, (0.08, 1.0), (0.75, 1.333), 0.5, key=(0, epoch))(first, 0) for epoch in (1, 2)]
+    assert not np.array_equal(*crops)  # random: another epoch, another crop
+
+
+def test_ctrl_c_mid_epoch_with_random_crops_and_flips_resumes_exactly(tmp_path):
+    """In-process: Ctrl-C (a real SIGINT) in the middle of epoch 2, then --resume, with two pipeline workers."""
+    values = {"model": "vit_tiny_test", "image_size": 32, "batch_size": 4, "epochs": 2, "optimizer": "adamw",
+              "lr": 1e-3, "crop_scale": [0.08, 1.0], "hflip": 0.5, "num_workers": 2, "log_every": 1,
+              "data_dir": make_image_folder(tmp_path / "data", n_train=8, n_val=2, size=40)}
+    fine_tune(make_train_config({**values, "output_dir": str(tmp_path / "full")}), log=lambda *a: None)
+
+    def ctrl_c_in_epoch_two(line):
+        if line.startswith("epoch 2/2 step 2/"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = {**values, "output_dir": str(tmp_path / "cut")}
+    assert fine_tune(make_train_config(cut), log=ctrl_c_in_epoch_two)["interrupted"]
+    saved = ms_vit.read_checkpoint(str(tmp_path / "cut" / "checkpoints" / "interrupted.ckpt")).meta
+    assert saved["epoch"] == 1 and 0 < saved["step_in_epoch"] < 6  # mid-epoch: the resume leaves samples out
+    result = fine_tune(make_train_config({**cut, "resume": True}), log=lambda *a: None)
+    assert result["last"]["epoch"] == 2
+    assert_same(final_weights(tmp_path / "cut", 2), final_weights(tmp_path / "full", 2))
+
+
 def test_diverging_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):
     make_image_folder(tmp_path / "data", n_train=4, n_val=1, size=32)
     cfg = make_train_config({"model": "vit_tiny_test", "image_size": 32, "data_dir": str(tmp_path / "data"),
                              "output_dir": str(tmp_path / "out"), "batch_size": 4, "epochs": 2, "optimizer": "sgd",
                              "lr": 1e12, "num_workers": 1})
-    with pytest.raises(ms_vit.MsVitError, match=r"training diverged at step \d+ \(epoch \d\): loss .*gradients not finite"):
+    diverged = r"training diverged at step \d+ \(epoch \d\): loss .*gradients not finite"
+    with pytest.raises(ms_vit.MsVitError, match=diverged) as caught:
         fine_tune(cfg, log=lambda *a: None)
-    every_checkpoint_loads(str(tmp_path / "out"))
+    kept = every_checkpoint_loads(str(tmp_path / "out"))
+    named = re.search(r"the last good checkpoint is (\S+):", str(caught.value))
+    if named:  # the message names a checkpoint that is there and whole
+        assert os.path.basename(named.group(1)) in kept
+    else:
+        assert "no checkpoint yet" in str(caught.value) and not kept
+
+
+def test_a_resumed_run_that_diverges_names_the_checkpoint_it_resumed_from(tmp_path):
+    import mindspore as ms
+
+    make_image_folder(tmp_path / "data", n_train=4, n_val=1, size=32)
+    out = tmp_path / "out"
+    cfg = make_train_config({"model": "vit_tiny_test", "image_size": 32, "data_dir": str(tmp_path / "data"),
+                             "output_dir": str(out), "batch_size": 4, "epochs": 2, "optimizer": "sgd", "lr": 1e-3,
+                             "num_workers": 1, "keep_checkpoints": 2})
+    fine_tune(cfg, log=lambda *a: None)
+    os.remove(out / "checkpoints" / "epoch_002.ckpt")
+    os.remove(out / "train_state.json")
+    first = str(out / "checkpoints" / "epoch_001.ckpt")
+    ckpt = ms_vit.read_checkpoint(first)
+    ckpt.params["dense.weight"] = ckpt.params["dense.weight"] * np.float32(1e38)  # epoch 2's first step overflows
+    ms_vit.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in ckpt.params.items()], first, meta=ckpt.meta)
+    with pytest.raises(ms_vit.MsVitError, match=r"the last good checkpoint is \S+epoch_001\.ckpt"):
+        fine_tune(dataclasses.replace(cfg, resume=True), log=lambda *a: None)
 
 
 def test_no_pickle_in_loading_code():

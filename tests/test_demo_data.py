@@ -1,6 +1,7 @@
 import os
 
 import cv2
+import pytest
 
 from ms_vit.demo_data import SHAPES, make_shapes_dataset
 
@@ -27,3 +28,97 @@ def test_shapes_are_deterministic(tmp_path):
         name = sorted(os.listdir(os.path.join(a, "train", shape)))[0]
         assert open(os.path.join(a, "train", shape, name), "rb").read() == \
             open(os.path.join(b, "train", shape, name), "rb").read()
+
+
+def small(monkeypatch):
+    """The demo at test size, as resolve_data_dir generates it."""
+    import functools
+
+    from ms_vit import demo_data
+
+    monkeypatch.setattr(demo_data, "make_shapes_dataset",
+                        functools.partial(make_shapes_dataset, train_per_class=3, val_per_class=2, size=32))
+
+
+def interrupt_after(monkeypatch, draws):
+    """Ctrl-C after ``draws`` images, as if the user stopped the first demo run while it generated."""
+    from ms_vit import demo_data
+
+    real, count = demo_data.draw_shape, [0]
+
+    def draw(*args):
+        count[0] += 1
+        if count[0] > draws:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(demo_data, "draw_shape", draw)
+    return lambda: monkeypatch.setattr(demo_data, "draw_shape", real)
+
+
+def demo_config(root):
+    from ms_vit.config import make_train_config
+
+    return make_train_config({"demo_data": True, "data_dir": str(root)})
+
+
+def image_count(root):
+    return sum(f.endswith(".jpg") for _, _, files in os.walk(root) for f in files)
+
+
+def test_an_interrupted_generation_is_regenerated_not_trained_on(tmp_path, monkeypatch):
+    from ms_vit.train import resolve_data_dir
+
+    small(monkeypatch)
+    root = tmp_path / "demo"
+    restore = interrupt_after(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_data_dir(demo_config(root), log=lambda *a: None)
+    assert not root.exists() or not os.listdir(root)  # nothing half-written where training would look
+    assert [n for n in os.listdir(tmp_path) if n != "demo"] == []  # and no staging folder left beside it
+    restore()
+    lines = []
+    assert resolve_data_dir(demo_config(root), log=lines.append) == str(root)
+    assert image_count(root) == 6 * (3 + 2) and "generating the demo data set" in lines[0]
+    assert resolve_data_dir(demo_config(root), log=lines.append) == str(root) and len(lines) == 1  # complete: kept
+
+
+def test_a_partial_folder_from_before_is_replaced(tmp_path, monkeypatch):
+    """A folder an older version left half-written (generated images, no completion marker)."""
+    from ms_vit.train import resolve_data_dir
+
+    small(monkeypatch)
+    root = tmp_path / "demo"
+    make_shapes_dataset(str(root), train_per_class=3, val_per_class=2, size=32)
+    os.remove(root / ".complete")
+    for name in os.listdir(root / "val" / "star"):
+        os.remove(root / "val" / "star" / name)
+    os.remove(root / "train" / "ring" / "ring_0002.jpg")
+    assert resolve_data_dir(demo_config(root), log=lambda *a: None) == str(root)
+    assert len(os.listdir(root / "val" / "star")) == 2 and len(os.listdir(root / "train" / "ring")) == 3
+    assert (root / ".complete").exists()
+
+
+def test_a_stale_staging_folder_is_removed(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".demo.partial-{int(gone.stdout)}"
+    os.makedirs(stale / "train" / "circle")
+    make_shapes_dataset(str(tmp_path / "demo"), train_per_class=1, val_per_class=1, size=32)
+    assert sorted(os.listdir(tmp_path)) == ["demo"]
+
+
+def test_someone_elses_data_is_never_removed(tmp_path):
+    from conftest import make_image_folder
+
+    from ms_vit import ConfigError
+    from ms_vit.train import resolve_data_dir
+
+    root = make_image_folder(tmp_path / "mine", n_train=1, n_val=1, size=32)
+    before = sorted(str(p) for p in (tmp_path / "mine").rglob("*"))
+    assert resolve_data_dir(demo_config(root), log=lambda *a: None) == root  # used as given, as without demo_data
+    with pytest.raises(ConfigError, match="is not a complete demo data set and holds other files"):
+        make_shapes_dataset(root, 1, 1, size=32)
+    assert sorted(str(p) for p in (tmp_path / "mine").rglob("*")) == before

@@ -15,10 +15,31 @@ L = "transformer.layers.{}."
 
 
 def source_model(eps, gelu, heads=4, seed=0):
-    """A tiny source network. Files without a config give no head count: ms_vit then assumes 64 dimensions per head,
-    one head at this width, so those tests use heads=1."""
+    """A tiny source network with the numerics of a source, and weights under which those numerics show in the
+    logits (``numerics_visible``). Files without a config give no head count: ms_vit then assumes 64 dimensions per
+    head, one head at this width, so those tests use heads=1."""
     ms.set_seed(seed)
-    return ms_vit.create_model(TINY, layer_norm_eps=eps, gelu=gelu, num_heads=heads)
+    return numerics_visible(ms_vit.create_model(TINY, layer_norm_eps=eps, gelu=gelu, num_heads=heads), seed)
+
+
+def numerics_visible(net, seed=0):
+    """Random weights under which a wrong LayerNorm epsilon or GELU form changes the logits far beyond the tests'
+    tolerance (checked by test_the_fixture_weights_tell_the_numerics_apart).
+
+    At the default initialisation (std 0.02) neither shows: activations stay where tanh and erf GELU agree to 1e-7,
+    and token variances dwarf 1e-6. Here the embedded tokens are ~1e-3 (variance ~1e-6, so epsilon 1e-6 against 1e-7
+    moves the first LayerNorm by a third) and the dense weights 0.5 (pre-activations of a few units, where the two
+    GELU forms differ by up to 5e-4)."""
+    rng = np.random.default_rng(seed)
+    for p in net.get_parameters():
+        if p.name == "patch_embedding.conv.weight":
+            scale, offset = 1e-3 / 16, 0.0  # 192 inputs per output: tokens of ~1e-3
+        elif p.name in ("cls", "pos_embedding", "patch_embedding.conv.bias"):
+            scale, offset = 1e-3, 0.0
+        else:
+            scale, offset = 0.5, (1.0 if p.name.endswith("gamma") else 0.0)
+        p.set_data(ms.Tensor((rng.standard_normal(p.shape) * scale + offset).astype(np.float32)))
+    return net
 
 
 def ours(net):
@@ -158,12 +179,26 @@ def test_mindcv_older_names(tmp_path, images):
     check_same_logits(net, save_ckpt(params, tmp_path / "vit_b_32_224.ckpt"), images, "tutorial")
 
 
-def test_create_model_loads_foreign_formats_too(tmp_path, images):
-    net = source_model(1e-7, "tanh")
+def test_the_fixture_weights_tell_the_numerics_apart(images):
+    """With the fixtures' weights, a model built with the wrong epsilon or GELU form misses the logits by far more
+    than the 2e-5 the format tests allow: those tests would fail on wrong numerics."""
+    x = images(2)
+    right = logits_of(source_model(1e-6, "erf"), x)
+    for eps, gelu in ((1e-7, "erf"), (1e-6, "tanh"), (1e-12, "erf")):
+        assert np.abs(logits_of(source_model(eps, gelu), x) - right).max() > 20 * 2e-5, (eps, gelu)
+
+
+def test_create_model_loads_foreign_formats_with_their_numerics(tmp_path, images):
+    """A timm file into a preset (whose numerics are the tutorial's, 1e-7 and tanh) builds timm's 1e-6 and erf."""
+    net = source_model(1e-6, "erf")
     path = tmp_path / "w.safetensors"
     save_file(to_timm(ours(net)), str(path))
     other = ms_vit.create_model(TINY, num_heads=4, pretrained=str(path))
+    assert (other.config.layer_norm_eps, other.config.gelu) == (1e-6, "erf")
     np.testing.assert_allclose(logits_of(other, images(1)), logits_of(net, images(1)), atol=2e-5)
+    assert "timm" in other.numerics_source
+    forced = ms_vit.create_model(TINY, num_heads=4, pretrained=str(path), gelu="tanh")  # given: wins
+    assert (forced.config.layer_norm_eps, forced.config.gelu) == (1e-6, "tanh")
 
 
 def test_bad_safetensors(tmp_path):
@@ -189,6 +224,9 @@ def test_convert_script_round_trip(tmp_path, images, capsys):
     assert "npz layout, converted" in capsys.readouterr().out
     converted = ms_vit.from_pretrained(str(tmp_path / "out.ckpt"))
     assert (converted.config.layer_norm_eps, converted.config.gelu, converted.config.num_heads) == (1e-6, "erf", 4)
+    meta = converted.load_report.meta  # the npz's own preprocessing, not ImageNet's
+    assert (meta["mean"], meta["std"], meta["interpolation"], meta["crop_pct"]) == ([127.5] * 3, [127.5] * 3,
+                                                                                      "bilinear", 1.0)
     np.testing.assert_allclose(logits_of(converted, images(2)), logits_of(net, images(2)), atol=2e-5)
 
 

@@ -1,5 +1,3 @@
-import math
-
 import mindspore as ms
 import numpy as np
 import pytest
@@ -13,12 +11,20 @@ from ms_vit.train_step import TrainStep
 
 
 def test_warmup_then_cosine_per_step():
+    """The exact schedule: warmup 1/11 .. 10/11 of the peak, the peak once, cosine to min_lr at the last step."""
     lrs = lr_schedule(1.0, 0.1, steps_per_epoch=10, epochs=5, warmup_epochs=1)
-    np.testing.assert_allclose(lrs[:10], np.arange(1, 11) / 10, rtol=1e-6)
-    assert lrs[10] == pytest.approx(1.0)
-    assert lrs[30] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
-    assert np.all(np.diff(lrs[10:]) < 0) and lrs[-1] == pytest.approx(0.1, abs=2e-3)
-    assert len(lr_schedule(1.0, 0.0, 7, 3)) == 21
+    assert len(lrs) == 50
+    np.testing.assert_allclose(lrs[:10], np.arange(1, 11) / 11, rtol=1e-6)
+    decay = 0.1 + 0.45 * (1 + np.cos(np.pi * np.arange(40) / 39))
+    np.testing.assert_allclose(lrs[10:], decay, rtol=1e-6)
+    assert lrs[10] == np.float32(1.0) and lrs[-1] == np.float32(0.1)  # the peak and min_lr, exactly
+    assert np.count_nonzero(lrs == lrs.max()) == 1
+
+
+def test_schedule_without_warmup_starts_at_the_peak_and_ends_at_min_lr():
+    lrs = lr_schedule(2e-3, 1e-5, steps_per_epoch=7, epochs=3)
+    assert len(lrs) == 21 and lrs[0] == np.float32(2e-3) and lrs[-1] == np.float32(1e-5)
+    assert np.all(np.diff(lrs) < 0)
 
 
 def test_no_weight_decay_on_biases_norms_and_tokens():

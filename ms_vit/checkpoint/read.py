@@ -18,14 +18,17 @@ PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle")
 
 @dataclass
 class CheckpointFile:
-    """What a weight file holds: arrays by name (scalars included), ms_vit metadata, other string entries, and for
-    an HF model folder its config.json."""
+    """What a weight file holds: arrays by name (scalars included), ms_vit metadata, other string entries; for an HF
+    model folder its config.json and preprocessor_config.json, for a timm hub folder its config.json's
+    ``pretrained_cfg`` (its preprocessing)."""
 
     path: str
     params: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
     source_config: dict = field(default_factory=dict)
+    preprocessor_config: dict = field(default_factory=dict)
+    pretrained_cfg: dict = field(default_factory=dict)
 
 
 def check_file(path: str, what: str = "checkpoint") -> str:
@@ -43,7 +46,8 @@ def check_file(path: str, what: str = "checkpoint") -> str:
 
 def read_checkpoint(path: str) -> CheckpointFile:
     """Read weights, never through pickle: a MindSpore ``.ckpt``, a ``.safetensors`` (timm, HF), a Google ``.npz``
-    (``allow_pickle=False``), or an HF model folder (``config.json`` + ``model.safetensors``).
+    (``allow_pickle=False``), or a model folder (``config.json`` + ``model.safetensors``) as HF transformers or
+    timm's hub upload writes it.
 
     Raises:
         CheckpointError: missing, empty, truncated, foreign or unreadable file, with the fix in the message.
@@ -118,14 +122,30 @@ def _read_npz(path: str) -> dict:
                               ".npz file; download it again") from err
 
 
+def _read_json(path: str, required: bool = True) -> dict:
+    if not required and not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except ValueError as err:
+        raise CheckpointError(f"{path} is not valid JSON: download it again") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object: download it again")
+    return data
+
+
 def _read_hf_folder(path: str) -> CheckpointFile:
     weights = os.path.join(path, "model.safetensors")
     if not os.path.isfile(weights):
         raise CheckpointError(f"HF model folder {path} has no model.safetensors (pytorch_model.bin is a pickle and is "
                               "not read): save it with save_pretrained(..., safe_serialization=True)")
-    try:
-        with open(os.path.join(path, "config.json")) as handle:
-            config = json.load(handle)
-    except ValueError as err:
-        raise CheckpointError(f"{path}/config.json is not valid JSON: download it again") from err
-    return CheckpointFile(path=path, params=_read_safetensors(weights), source_config=config)
+    config = _read_json(os.path.join(path, "config.json"))
+    if "pretrained_cfg" in config and "model_type" not in config:
+        # timm's hub layout: its config.json names the architecture and carries the preprocessing, not HF's fields.
+        pretrained_cfg = config["pretrained_cfg"]
+        if not isinstance(pretrained_cfg, dict):
+            raise CheckpointError(f"{path}/config.json: pretrained_cfg must be a JSON object: download it again")
+        return CheckpointFile(path=path, params=_read_safetensors(weights), pretrained_cfg=pretrained_cfg)
+    return CheckpointFile(path=path, params=_read_safetensors(weights), source_config=config,
+                          preprocessor_config=_read_json(os.path.join(path, "preprocessor_config.json"), required=False))

@@ -1,0 +1,176 @@
+"""Data parallelism: gradients reduced once per optimizer step; a 2-process msrun resume where only rank 0 has the
+checkpoints; validation split over the processes and summed."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import ROOT, TINY, make_image_folder
+
+import ms_vit
+from ms_vit.config import make_train_config
+from ms_vit.distributed import shard_indices
+from ms_vit.evaluate import evaluate, load_for_inference
+from ms_vit.train import build_train_cell, fine_tune
+
+
+class CountingReducer(ms.nn.Cell):
+    """Stands in for the data-parallel gradient reducer (identity here) and counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def construct(self, grads):
+        self.calls += 1
+        return grads
+
+
+@pytest.mark.parametrize("accum_steps", [1, 3])
+def test_gradients_are_reduced_once_per_optimizer_step(tiny_net, images, accum_steps):
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # so the reducer's Python body runs on every call
+    cfg = make_train_config({"model": TINY, "batch_size": 6, "accum_steps": accum_steps, "optimizer": "sgd",
+                             "lr": 0.1})
+    cell, _ = build_train_cell(tiny_net, cfg, 10, steps_per_epoch=4, amp_level="O0")
+    cell.grad_reducer = reducer = CountingReducer()
+    cell.set_train(True)
+    x, y = ms.Tensor(images(batch=6 // accum_steps)), ms.Tensor(np.arange(6 // accum_steps, dtype=np.int32))
+    for _ in range(2 * accum_steps):  # two optimizer steps
+        cell(x, y)
+    assert reducer.calls == 2
+
+
+def test_shards_cover_every_sample_once():
+    for n, world in ((9, 2), (10, 4), (3, 3), (7, 1)):
+        shards = [shard_indices(n, rank, world) for rank in range(world)]
+        assert sorted(np.concatenate(shards).tolist()) == list(range(n))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_both_sources_give_each_process_its_val_shard(tmp_path):
+    from ms_vit import cifar
+    from ms_vit.train import CifarSource, FolderSource
+
+    make_image_folder(tmp_path / "folder", n_train=1, n_val=3, size=32)  # 9 val images: labels 0,0,0,1,1,1,2,2,2
+    rng = np.random.default_rng(0)
+    cifar.write_split(str(tmp_path / "cifar"), "train", rng.integers(0, 255, (4, 32, 32, 3)), np.arange(4))
+    cifar.write_split(str(tmp_path / "cifar"), "test", rng.integers(0, 255, (7, 32, 32, 3)), np.arange(7))
+    prep = {"model": TINY, "image_size": 32, "batch_size": 4, "num_workers": 1, "mean": [127.5] * 3,
+            "std": [127.5] * 3, "crop_pct": 1.0, "interpolation": "bilinear"}
+    for source_class, name, labels in ((FolderSource, "folder", [0, 0, 0, 1, 1, 1, 2, 2, 2]),
+                                       (CifarSource, "cifar", list(range(7)))):
+        cfg = make_train_config({**prep, "data_dir": str(tmp_path / name),
+                                 "dataset": "cifar10" if name == "cifar" else "folder"})
+        source = source_class(str(tmp_path / name), cfg, lambda *a: None)
+        for world in (1, 2):
+            for rank in range(world):
+                got = [int(y) for _, batch in source.val_data(cfg, rank, world).create_tuple_iterator(output_numpy=True)
+                       for y in batch]
+                assert got == labels[rank::world], (name, rank, world)
+
+
+# Run by each msrun worker: rank 1 gets an output_dir of its own, empty, as a process on another machine would have
+# (the test stands in for separate disks); the validation calls are counted per process.
+HARNESS = """
+import json, os, sys
+import numpy as np
+from ms_vit import callbacks, distributed
+from ms_vit.train import fine_tune, parse_config
+
+rank, world = distributed.init_data_parallel()
+distributed.init_data_parallel = lambda: (rank, world)  # fine_tune's call: the group is joined already
+seen, validate = [], callbacks.validate
+
+def counting(*args, **kwargs):
+    result = validate(*args, **kwargs)
+    seen.append([result["local_images"], result["images"]])
+    return result
+
+callbacks.validate = counting
+report, out_dirs, argv = sys.argv[1], sys.argv[2:4], sys.argv[4:]
+result = fine_tune(parse_config(argv + ["--output_dir", out_dirs[rank]]), log=print)
+np.savez(os.path.join(report, f"rank{rank}.npz"), **{p.name: p.asnumpy() for p in result["net"].get_parameters()})
+with open(os.path.join(report, f"rank{rank}.json"), "w") as handle:
+    json.dump({"validated": seen, "last": result["last"]}, handle)
+"""
+
+RUN = {"model": TINY, "image_size": 32, "batch_size": 8, "epochs": 3, "optimizer": "sgd", "lr": 0.1,
+       "crop_scale": [1, 1], "crop_ratio": [1, 1], "hflip": 0, "num_workers": 1, "log_every": 100}
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _msrun(tmp_path, script, args, timeout=240):
+    logs = tmp_path / "msrun_logs"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
+                             f"--log_dir={logs}", "--join=True", str(script), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers too: a rank waiting in a collective never ends alone
+        proc.communicate()
+    worker_logs = "".join(open(logs / name).read()[-3000:] for name in sorted(os.listdir(logs))
+                          if name.startswith("worker"))
+    return proc.returncode, worker_logs
+
+
+def test_two_process_resume_from_rank_0_only_and_sharded_validation(tmp_path):
+    """Rank 0 resumes from epoch 2 of a one-process run, rank 1's output_dir is empty: both end with the
+    uninterrupted run's weights (2 processes x 2 micro-batches against whole batches); val is split 5 + 4 and
+    summed to eval.py's numbers for the same weights."""
+    make_image_folder(tmp_path / "data", n_train=8, n_val=3, size=32)  # 24 train images (3 steps), 9 val
+    full = tmp_path / "full"
+    fine_tune(make_train_config({**RUN, "data_dir": str(tmp_path / "data"), "output_dir": str(full)}),
+              log=lambda *a: None)
+    cut = tmp_path / "cut"  # the same run as it stood after epoch 2
+    shutil.copytree(full, cut)
+    os.remove(cut / "checkpoints" / "epoch_003.ckpt")
+    with open(cut / "train_state.json", "w") as handle:
+        json.dump({"checkpoint": "checkpoints/epoch_002.ckpt", "epoch": 2}, handle)
+    script, report = tmp_path / "harness.py", tmp_path / "report"
+    script.write_text(HARNESS)
+    report.mkdir()
+    args = ["--model", TINY, "--image_size", "32", "--batch_size", "8", "--epochs", "3", "--optimizer", "sgd",
+            "--lr", "0.1", "--crop_scale", "1", "1", "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1",
+            "--log_every", "100", "--data_dir", str(tmp_path / "data"), "--accum_steps", "2", "--resume"]
+    code, logs = _msrun(tmp_path, script, [str(report), str(cut), str(tmp_path / "rank1_elsewhere"), *args])
+    assert code == 0, logs
+    assert "resumed from" in logs and "epoch_002.ckpt (epoch 2" in logs
+
+    reference = ms_vit.read_checkpoint(str(full / "checkpoints" / "epoch_003.ckpt")).params
+    resumed = ms_vit.read_checkpoint(str(cut / "checkpoints" / "epoch_003.ckpt")).params
+    assert set(reference) == set(resumed)  # weights, momentum buffers, step counters
+    assert max(float(np.abs(reference[k].astype(np.float64) - resumed[k]).max()) for k in reference) <= 1e-6
+    ranks = [dict(np.load(report / f"rank{r}.npz")) for r in (0, 1)]
+    assert set(ranks[0]) == set(ranks[1])
+    assert max(float(np.abs(ranks[0][k] - ranks[1][k]).max()) for k in ranks[0]) == 0.0
+    before = ms_vit.read_checkpoint(str(full / "checkpoints" / "epoch_002.ckpt")).params
+    assert float(np.abs(before["dense.weight"] - resumed["dense.weight"]).max()) > 1e-4  # epoch 3 did move them
+
+    runs = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [run["validated"] for run in runs] == [[[5, 9]], [[4, 9]]]  # each image once, on one process
+    for key in ("val_loss", "top_1", "top_5"):  # the same val metrics on both (train_loss is each one's own)
+        assert runs[0]["last"][key] == runs[1]["last"][key]
+    with open(cut / "metrics.csv") as handle:
+        row = list(csv.DictReader(handle))[-1]
+    assert row["epoch"] == "3"
+    with open(full / "metrics.csv") as handle:  # the train loss over both processes' micro-batches
+        assert abs(float(list(csv.DictReader(handle))[-1]["train_loss"]) - float(row["train_loss"])) <= 1e-5
+    single = evaluate(load_for_inference(str(cut / "checkpoints" / "epoch_003.ckpt")), str(tmp_path / "data" / "val"),
+                      log=lambda *a: None)
+    assert abs(single["loss"] - float(row["val_loss"])) <= 1e-5
+    assert abs(single["top_1"] - float(row["top_1"])) <= 1e-6 and abs(single["top_5"] - float(row["top_5"])) <= 1e-6
