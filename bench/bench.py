@@ -1,6 +1,8 @@
 """ms_vit against PyTorch + HF transformers on this machine: ViT-B/16 inference (batch 1 and 16), one training step at
 batch 16 (the engine's default, and the whole batch in one graph), the ImageFolder pipeline's images/s, peak memory
-and compile time. Each case runs in its own process.
+and compile time, beside this CPU's model and vector extensions and a GEMM ceiling measured in the same run (NumPy
+float32 matmul, large square): each model case also reports its percentage of that ceiling, the time its FLOPs would
+take at the ceiling's rate over the time measured (training FLOPs = 3 x forward). Each case runs in its own process.
 
     python bench/bench.py [--quick] [--cases ms_infer_b16 torch_infer_b16 ...]
 
@@ -22,11 +24,59 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ("ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16",
+CASES = ("gemm", "ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16",
          "torch_train_b16", "mserf_infer_b16", "torcherf_infer_b16", "pipeline")
+# The fine-tuning modes (README "Choosing a mode"), run with --cases: the training step of frozen (8 of 12 blocks)
+# and LoRA (rank 8 on qkv and proj), the linear probe's feature extraction and its head training (1,000 images,
+# 10 epochs of batch 16 on cached features). ms_train_b16 is the full mode.
+MODE_CASES = ("ms_trainfrozen8_b16", "ms_trainlora8_b16", "ms_extract_b16", "ms_head_b16")
+MODES = {"train": {}, "trainwhole": {}, "trainfrozen8": {"finetune_mode": "frozen", "freeze_blocks": 8},
+         "trainlora8": {"finetune_mode": "lora", "lora_rank": 8}}
 # Like with like: the ms_ and torch_ cases both run the tanh-form GELU (ms_vit's default, the tutorial's; HF's
 # "gelu_pytorch_tanh"); the *erf cases both run the exact erf form (timm's and HF's default).
 TORCH_GELU = {"torch": "gelu_pytorch_tanh", "torcherf": "gelu"}
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+GEMM_SIZE = 3072
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """This CPU's model name and which of the vector extensions that decide GEMM speed it has."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return model, [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def gemm_case(repeat: int, n: int = GEMM_SIZE) -> dict:
+    """The GEMM ceiling: GFLOP/s of NumPy's float32 matmul of two n x n matrices (its BLAS, every core)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    result = timed(lambda: a @ b, max(repeat, 1) * 2 + 1)
+    return {**result, "gflops": 2 * n ** 3 / result["median_s"] / 1e9, "blas_threads": os.cpu_count()}
+
+
+def case_gflop(name: str) -> float | None:
+    """Floating-point work of one call of a model case in GFLOP: 2 x MACs x batch for inference (timm's 17.58 GMACs
+    per ViT-B/16 image), 3 x that for a training step (forward + backward); None for other cases."""
+    parts = name.split("_")
+    if len(parts) != 3 or not parts[1].startswith(("infer", "train")):
+        return None
+    from ms_vit.complexity import total_macs
+    from ms_vit.config import model_config
+
+    forward = 2 * total_macs(model_config("vit_b_16")) * int(parts[2][1:]) / 1e9
+    return forward * (3 if parts[1].startswith("train") else 1)
 
 
 def peak_rss_gb() -> float:
@@ -48,6 +98,22 @@ def timed(step, repeat: int) -> dict:
 
 
 def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh") -> dict:
+    if kind == "head":
+        import ms_vit
+
+        ms_vit.set_up(None, "graph")
+        return head_case(ms_vit.create_model("vit_b_16"), batch, repeat)
+    step, extra = ms_step(kind, batch, gelu)
+    result = timed(step, repeat)
+    if kind == "extract":  # the linear probe's feature pass: images/s
+        extra["img_s"] = batch / result["median_s"]
+    return {**result, **extra}
+
+
+def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
+    """(one call of the case, facts about it): the forward (infer), the linear probe's feature pass (extract), or one
+    optimizer step of the engine's training cell (train*, on random images and labels). bench/profile_ops.py profiles
+    the same calls."""
     import mindspore as ms
     import numpy as np
 
@@ -59,21 +125,31 @@ def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh") -> dict:
     ms.set_seed(0)
     # --plain: the tutorial's kernels (Conv2d patch embedding, MindSpore's GELU), the "before" of the fast path.
     plain = {"patch_impl": "conv", "gelu_impl": "kernel"} if os.environ.get("MS_VIT_BENCH_PLAIN") == "1" else {}
-    net = ms_vit.create_model("vit_b_16", gelu=gelu, **plain)
+    net = ms_vit.create_model(model, gelu=gelu, **plain)
     rng = np.random.default_rng(0)
-    x = ms.Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+    x = ms.Tensor(rng.standard_normal((batch, 3, net.config.image_size, net.config.image_size)).astype(np.float32))
     if kind == "infer":
         net.set_train(False)
-        return timed(lambda: net(x).asnumpy(), repeat)
+        return (lambda: net(x).asnumpy()), {}
+    if kind == "extract":
+        from ms_vit.model import FeatureExtractor
+
+        extractor = FeatureExtractor(net)
+        extractor.set_train(False)
+        return (lambda: extractor(x).asnumpy()), {}
     # train: the engine's default (on CPU, micro-batches with gradient accumulation); trainwhole (and --plain): the
-    # whole batch in one graph.
+    # whole batch in one graph; trainfrozen8, trainlora8: the engine's default in those modes.
+    from ms_vit.modes import apply_mode, trainable_counts
+
     accum = 1 if kind == "trainwhole" or plain else 0
-    cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
-                             "accum_steps": accum})
+    cfg = make_train_config({"model": model, "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
+                             "accum_steps": accum, **MODES[kind]})
+    apply_mode(net, cfg)
     cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, batch, device))
-    cell, _ = build_train_cell(net, cfg, 1000, steps_per_epoch=repeat + 1, amp_level="O0")
+    # The schedule is long enough for any number of timed or profiled steps.
+    cell, _ = build_train_cell(net, cfg, net.config.num_classes, steps_per_epoch=1000, amp_level="O0")
     cell.set_train(True)
-    y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    y = ms.Tensor(rng.integers(0, net.config.num_classes, batch).astype(np.int32))
     micro = batch // cfg.accum_steps
     pieces = [(x[i:i + micro], y[i:i + micro]) for i in range(0, batch, micro)]
 
@@ -82,7 +158,39 @@ def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh") -> dict:
             loss = cell(xs, ys)[0]
         return loss.asnumpy()
 
-    return {**timed(step, repeat), "accum_steps": cfg.accum_steps}
+    return step, {"accum_steps": cfg.accum_steps, "trainable": trainable_counts(net)[0]}
+
+
+def head_case(net, batch: int, repeat: int, images: int = 1000, epochs: int = 10) -> dict:
+    """The linear probe's head training: ``epochs`` over ``images`` cached features (the engine's step on HeadNet),
+    timed as a whole; ``median_s`` is the whole training's seconds."""
+    import mindspore as ms
+    import numpy as np
+
+    from ms_vit.config import make_train_config
+    from ms_vit.linear_probe import HeadNet
+    from ms_vit.modes import apply_mode
+    from ms_vit.train import build_train_cell
+
+    cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 1e-3,
+                             "accum_steps": 1, "epochs": epochs, "finetune_mode": "linear", "pretrained": "x"})
+    apply_mode(net, cfg)
+    steps = images // batch
+    # The schedule must cover every timed run (the first and the repeats), or the LR lookup runs past its end.
+    cell, _ = build_train_cell(HeadNet(net), cfg, 1000, steps_per_epoch=steps * (max(repeat, 1) + 1), amp_level="O0")
+    cell.set_train(True)
+    rng = np.random.default_rng(0)
+    features = ms.Tensor(rng.standard_normal((images, net.config.embed_dim)).astype(np.float32))
+    labels = ms.Tensor(rng.integers(0, 1000, images).astype(np.int32))
+
+    def run():
+        for _ in range(epochs):
+            for i in range(steps):
+                loss = cell(features[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch])[0]
+        return loss.asnumpy()
+
+    result = timed(run, max(repeat, 1))
+    return {**result, "steps": steps * epochs}
 
 
 def torch_case(kind: str, batch: int, repeat: int, act: str = "gelu_pytorch_tanh") -> dict:
@@ -140,6 +248,8 @@ def pipeline_case(repeat: int) -> dict:
 
 
 def run_case(name: str, repeat: int) -> dict:
+    if name == "gemm":
+        return gemm_case(repeat)
     if name == "pipeline":
         return pipeline_case(repeat)
     lib, kind, batch = name.split("_")
@@ -163,7 +273,7 @@ def child(name: str, repeat: int) -> dict | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one timed repetition per case instead of three")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + MODE_CASES)
     parser.add_argument("--plain", action="store_true",
                         help="ms_vit without the CPU fast path (the tutorial's Conv2d and GELU kernels): the baseline")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -176,28 +286,49 @@ def main():
     if args.plain:
         os.environ["MS_VIT_BENCH_PLAIN"] = "1"
     results = {name: child(name, repeat) for name in args.cases}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    model, flags = cpu_description()
+    gemm = results.get("gemm")
+    gflops = gemm["gflops"] if gemm else None
+    print(f"machine: {model}, {os.cpu_count()} cores, flags {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GiB; median of {repeat}, fp32"
           + ("; ms_vit plain path (no CPU fast path)" if args.plain else ""))
-    print(f"{'case':<18} {'seconds':>9} {'first call':>11} {'peak RSS GB':>12}")
+    if gflops:
+        print(f"GEMM ceiling: {gflops:.0f} GFLOP/s (NumPy float32 {GEMM_SIZE}x{GEMM_SIZE} matmul, "
+              f"{gemm['median_s'] * 1e3:.0f} ms)")
+
+    def pct_of_ceiling(name):
+        r, work = results.get(name), case_gflop(name)
+        return round(100 * work / gflops / r["median_s"], 1) if r and work and gflops else None
+
+    print(f"{'case':<18} {'seconds':>9} {'first call':>11} {'peak RSS GB':>12} {'% of GEMM':>10}")
     for name, r in results.items():
-        if r:
-            extra = f"  {r['img_s']:.0f} img/s, {r['workers']} workers" if "img_s" in r else ""
+        if r and name != "gemm":
+            extra = f"  {r['img_s']:.0f} img/s" + (f", {r['workers']} workers" if "workers" in r else "") if "img_s" in r else ""
             extra += f"  {r['accum_steps']} micro-batches" if r.get("accum_steps", 1) > 1 else ""
-            print(f"{name:<18} {r['median_s']:>9.3f} {r['first_s']:>11.2f} {r['peak_rss_gb']:>12.2f}{extra}")
+            extra += f"  {r['trainable']:,} trainable" if "trainable" in r else ""
+            extra += f"  ({r['steps']} steps)" if "steps" in r else ""
+            pct = pct_of_ceiling(name)
+            print(f"{name:<18} {r['median_s']:>9.3f} {r['first_s']:>11.2f} {r['peak_rss_gb']:>12.2f} "
+                  f"{(f'{pct:.1f} %' if pct else ''):>10}{extra}")
 
     def ratio(case, ms="ms", torch="torch"):
         ms_r, torch_r = results.get(f"{ms}_{case}"), results.get(f"{torch}_{case}")
         return round(torch_r["median_s"] / ms_r["median_s"], 3) if ms_r and torch_r else None
 
-    summary = {"infer_b16_ratio_vs_torch": ratio("infer_b16"), "infer_b1_ratio_vs_torch": ratio("infer_b1"),
+    summary = {"cpu": model, "cpu_flags": flags, "gemm_gflops": round(gflops, 1) if gflops else None,
+               "infer_b16_ratio_vs_torch": ratio("infer_b16"), "infer_b1_ratio_vs_torch": ratio("infer_b1"),
                "train_b16_ratio_vs_torch": ratio("train_b16"),
                "infer_b16_erf_ratio_vs_torch": ratio("infer_b16", "mserf", "torcherf"),
+               "infer_b16_pct_of_ceiling": pct_of_ceiling("ms_infer_b16"),
+               "infer_b1_pct_of_ceiling": pct_of_ceiling("ms_infer_b1"),
+               "train_b16_pct_of_ceiling": pct_of_ceiling("ms_train_b16"),
+               "torch_infer_b16_pct_of_ceiling": pct_of_ceiling("torch_infer_b16"),
+               "torch_train_b16_pct_of_ceiling": pct_of_ceiling("torch_train_b16"),
                "train_b16_peak_rss_gb": round(results["ms_train_b16"]["peak_rss_gb"], 2)
                if results.get("ms_train_b16") else None,
                "compile_s": round(results["ms_train_b16"]["compile_s"], 1) if results.get("ms_train_b16") else None,
                "pipeline_img_s": round(results["pipeline"]["img_s"], 1) if results.get("pipeline") else None}
-    summary.update({f"{k}_s": round(v["median_s"], 3) for k, v in results.items() if v})
+    summary.update({f"{k}_s": round(v["median_s"], 3) for k, v in results.items() if v and k != "gemm"})
     print(json.dumps(summary))
 
 

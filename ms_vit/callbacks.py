@@ -21,6 +21,7 @@ class TrainingDiverged(MsVitError):
 
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "top_1", "top_5", "lr", "epoch_s", "img_s")
+EMA_COLUMNS = ("ema_val_loss", "ema_top_1", "ema_top_5")  # with ema_decay > 0
 
 
 def _format_eta(seconds: float) -> str:
@@ -168,15 +169,37 @@ class EpochEnd(Callback):
     Validation (``validate``) runs ``net`` in eval mode over ``val_data``, this process's shard of the validation
     images; ``reduce`` (data-parallel runs: ``distributed.all_reduce_sum``) adds the shards' sums, and the
     processes' training losses, so every process logs (and rank 0 writes) the metrics of the whole run.
+
+    With an EMA (``train_cell.ema``) each epoch validates the trained weights and the EMA's; ``best.ckpt`` holds
+    whichever has the better top-1 (its metadata's ``weights`` says which: "trained" or "ema").
+    ``eval_net``: what validation runs on a batch of ``val_data`` (default: ``net`` on images; the linear probe's
+    head on features). ``export``: what ``best.ckpt`` holds, a Cell or a parameter list (default ``net``; LoRA
+    runs: the merged weights).
     """
 
     def __init__(self, state: RunState, val_data, train_cell, net, out_dir: str, meta: dict, keep: int = 2,
-                 writer: bool = True, log=print, reduce=None):
+                 writer: bool = True, log=print, reduce=None, eval_net=None, export=None):
         super().__init__()
         self.state, self.val_data, self.reduce = state, val_data, reduce
-        self.eval_net = EvalLogits(net)
+        self.eval_net = EvalLogits(eval_net or net)
+        self.ema = getattr(train_cell, "ema", None)
+        self.export = export or (lambda: net)
         self.train_cell, self.net, self.out_dir, self.meta = train_cell, net, out_dir, meta
         self.keep, self.writer, self.log = keep, writer, log
+
+    def _validate(self) -> tuple[dict, dict | None]:
+        """Metrics of the trained weights, and of the EMA's (None without EMA)."""
+        training = self.net.training
+        self.net.set_train(False)
+        self.eval_net.set_train(False)
+        try:
+            result = validate(self.eval_net, self.val_data, self.reduce)
+            if self.ema is None:
+                return result, None
+            with self.ema.swapped_in():
+                return result, validate(self.eval_net, self.val_data, self.reduce)
+        finally:
+            self.net.set_train(training)
 
     def on_train_epoch_end(self, run_context):
         s = self.state
@@ -184,12 +207,7 @@ class EpochEnd(Callback):
             return
         epoch = run_context.original_args().cur_epoch_num
         seconds = time.perf_counter() - s.epoch_start
-        training = self.net.training
-        self.net.set_train(False)
-        try:
-            result = validate(self.eval_net, self.val_data, self.reduce)
-        finally:
-            self.net.set_train(training)
+        result, ema = self._validate()
         losses = np.array([np.sum(s.losses), len(s.losses)], np.float64)
         if self.reduce is not None:  # every process's micro-batches, as one process would have seen the batch
             losses = self.reduce(losses)
@@ -198,16 +216,23 @@ class EpochEnd(Callback):
                "val_loss": float(result["loss"]), "top_1": float(result["top_1"]), "top_5": float(result["top_5"]),
                "lr": float(s.lrs[s.global_step - 1]), "epoch_s": seconds,
                "img_s": len(s.losses) / s.accum_steps * s.images_per_step / seconds}
+        if ema is not None:
+            row.update(ema_val_loss=float(ema["loss"]), ema_top_1=float(ema["top_1"]), ema_top_5=float(ema["top_5"]))
         s.step_offset = 0
         s.history.append(row)
-        improved = row["top_1"] > s.best_top1
-        s.best_top1 = max(s.best_top1, row["top_1"])
+        weights = "ema" if ema is not None and row["ema_top_1"] > row["top_1"] else "trained"
+        top_1 = row["ema_top_1"] if weights == "ema" else row["top_1"]
+        improved = top_1 > s.best_top1
+        s.best_top1 = max(s.best_top1, top_1)
         self.log(f"epoch {epoch}/{s.epochs} train loss {row['train_loss']:.4f} val loss {row['val_loss']:.4f} "
-                 f"top-1 {row['top_1']:.4f} top-5 {row['top_5']:.4f} ({seconds:.0f} s)" + (" best" if improved else ""))
+                 f"top-1 {row['top_1']:.4f} top-5 {row['top_5']:.4f}"
+                 + (f" | EMA val loss {row['ema_val_loss']:.4f} top-1 {row['ema_top_1']:.4f} top-5 "
+                    f"{row['ema_top_5']:.4f}" if ema is not None else "")
+                 + f" ({seconds:.0f} s)" + (f" best{' (EMA)' * (weights == 'ema')}" if improved else ""))
         if self.writer:
-            self.write(epoch, improved)
+            self.write(epoch, improved, weights)
 
-    def write(self, epoch: int, improved: bool) -> None:
+    def write(self, epoch: int, improved: bool, weights: str = "trained") -> None:
         s = self.state
         write_metrics_csv(os.path.join(self.out_dir, "metrics.csv"), s.history)
         plot_curves(os.path.join(self.out_dir, "curves.png"), s.history)
@@ -217,7 +242,12 @@ class EpochEnd(Callback):
         path = save_checkpoint(self.train_cell, os.path.join(folder, f"epoch_{epoch:03d}.ckpt"), meta=meta)
         s.last_checkpoint = path
         if improved:
-            save_checkpoint(self.net, os.path.join(self.out_dir, "best.ckpt"), meta=meta)
+            best = os.path.join(self.out_dir, "best.ckpt")
+            if weights == "ema":
+                with self.ema.swapped_in():
+                    save_checkpoint(self.export(), best, meta={**meta, "weights": "ema"})
+            else:
+                save_checkpoint(self.export(), best, meta={**meta, "weights": "trained"})
         write_json_atomic(os.path.join(self.out_dir, "train_state.json"),
                           {"checkpoint": os.path.relpath(path, self.out_dir), "epoch": epoch,
                            "global_step": s.global_step, "best_top1": s.best_top1})
@@ -239,8 +269,9 @@ def write_json_atomic(path: str, data) -> None:
 
 def write_metrics_csv(path: str, history: list) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
+    columns = METRIC_COLUMNS + (EMA_COLUMNS if any("ema_top_1" in row for row in history) else ())
     with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -262,6 +293,8 @@ def plot_curves(path: str, history: list) -> None:
     left.legend()
     right.plot(epochs, [r["top_1"] for r in history], "o-", label="top-1")
     right.plot(epochs, [r["top_5"] for r in history], "o-", label="top-5")
+    if any("ema_top_1" in r for r in history):
+        right.plot(epochs, [r.get("ema_top_1", float("nan")) for r in history], "s--", label="EMA top-1")
     right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1.02))
     right.legend()
     fig.tight_layout()

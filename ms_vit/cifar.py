@@ -123,17 +123,22 @@ def eval_transforms(image_size: int, mean, std) -> list:
 def train_dataset(root: str, cfg, epoch: int, rank: int = 0, world: int = 1, skip: int = 0, arrays=None):
     """Epoch ``epoch``'s training batches of the CIFAR-10 training split for this rank (see data.train_dataset).
     ``arrays``: the split as read_split returns it, to read the files once per run rather than once per epoch."""
-    from .data import default_workers, epoch_indices, epoch_seed
+    from .augment import extra_train_ops
+    from .data import batch_mixer, default_workers, epoch_indices, epoch_seed
 
     indices = epoch_indices(count(root, "train"), cfg, epoch, rank, world, where=root)
-    transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
-    return dataset(root, "train", transforms, cfg.batch_size // world // max(cfg.accum_steps, 1), sampler_indices=indices[skip:],
+    before, after = extra_train_ops(cfg)
+    ops = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
+    transforms = ops[:-2] + list(before) + ops[-2:] + list(after)  # the extra ops around Normalize, HWC2CHW
+    micro = cfg.batch_size // world // max(cfg.accum_steps, 1)
+    return dataset(root, "train", transforms, micro, sampler_indices=indices[skip:],
                    drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
-                   seed=epoch_seed(cfg, epoch), arrays=arrays)
+                   seed=epoch_seed(cfg, epoch), arrays=arrays,
+                   per_batch_map=batch_mixer(cfg, len(CLASSES), epoch, rank, skip // micro))
 
 
 def dataset(root: str, split: str, transforms: list, batch_size: int, *, sampler_indices=None,
-            drop_remainder: bool = False, num_workers: int = 1, seed: int = 0, arrays=None):
+            drop_remainder: bool = False, num_workers: int = 1, seed: int = 0, arrays=None, per_batch_map=None):
     """Batches of (image, label int32) from a split: in file order, or the samples ``sampler_indices`` names."""
     import mindspore.dataset as ds
 
@@ -142,4 +147,6 @@ def dataset(root: str, split: str, transforms: list, batch_size: int, *, sampler
     kwargs = {"sampler": ds.SubsetSampler(sampler_indices.tolist())} if sampler_indices is not None else {"shuffle": False}
     data = ds.NumpySlicesDataset({"image": images, "label": labels}, **kwargs)
     data = data.map(operations=transforms, input_columns="image", num_parallel_workers=num_workers)
-    return data.batch(batch_size, drop_remainder=drop_remainder)
+    from .data import batched
+
+    return batched(data, batch_size, drop_remainder, per_batch_map)

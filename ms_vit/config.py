@@ -17,6 +17,9 @@ GELU_FORMS = ("tanh", "erf")
 POOLS = ("cls", "mean")
 PATCH_IMPLS = ("matmul", "conv")
 GELU_IMPLS = ("auto", "kernel", "elementwise")
+FINETUNE_MODES = ("full", "linear", "frozen", "lora")
+AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment", "autoaugment")
+LORA_TARGETS = ("qkv", "proj", "mlp")
 
 
 @dataclass
@@ -234,6 +237,25 @@ class TrainConfig:
     layer_decay: float = 1.0  # layer-wise LR decay (< 1 gives lower layers smaller rates)
     clip_grad_norm: float = 0.0  # 0: no clipping
     label_smoothing: float = 0.1
+    # what trains (README "Choosing a mode")
+    finetune_mode: str = "full"  # full, linear (the head, on cached backbone features), frozen (freeze_blocks fixed), lora
+    freeze_blocks: int = 0  # frozen: the first N blocks stay fixed, with the patch embedding, positions and class token
+    lora_rank: int = 8  # lora: adapter rank
+    lora_alpha: float = 16.0  # lora: the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # lora: dropout on the adapters' input
+    lora_targets: list = field(default_factory=lambda: ["qkv", "proj"])  # lora: qkv, proj (attention), mlp (both MLP layers)
+    # augmentation and regularisation beyond crop and flip (timm's names)
+    auto_augment: str = "none"  # none, randaugment, trivialaugment, autoaugment (mindspore.dataset.vision's)
+    aa_magnitude: int = 9  # randaugment: magnitude of each op (0..30, bins of 31)
+    aa_num_ops: int = 2  # randaugment: ops per image
+    color_jitter: float = 0.0  # brightness, contrast and saturation drawn from [1 - x, 1 + x] (0: off)
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of the normalised image (0: off)
+    mixup_alpha: float = 0.0  # mixup's Beta(alpha, alpha) (0: off)
+    cutmix_alpha: float = 0.0  # cutmix's Beta(alpha, alpha) (0: off)
+    mixup_prob: float = 1.0  # probability that a batch is mixed
+    mixup_switch_prob: float = 0.5  # with both on: probability of cutmix rather than mixup
+    mixup_off_epoch: int = 0  # epochs after this one train on plain labels (0: mix to the end)
+    ema_decay: float = 0.0  # exponential moving average of the weights, validated beside them (0: off; e.g. 0.9998)
     # run
     output_dir: str = "outputs/run"
     device_target: str = ""  # Ascend, GPU, CPU ("" = what MindSpore finds)
@@ -255,6 +277,11 @@ class TrainConfig:
                      "accum_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("freeze_blocks", "aa_magnitude", "aa_num_ops", "mixup_off_epoch", "mixup_alpha", "cutmix_alpha",
+                     "color_jitter", "lora_dropout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        self._check_modes()
         if self.lr == 0:
             raise ConfigError("lr must be positive, got 0")
         if not 0 < self.layer_decay <= 1:
@@ -263,7 +290,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         choices = {"optimizer": ("adam", "adamw", "sgd"), "amp_level": ("auto", "O0", "O1", "O2", "O3"),
                    "device_target": ("", "Ascend", "GPU", "CPU"), "mode": ("graph", "pynative"),
-                   "bad_images": ("fail", "skip"), "dataset": ("folder", "cifar10")}
+                   "bad_images": ("fail", "skip"), "dataset": ("folder", "cifar10"),
+                   "finetune_mode": FINETUNE_MODES, "auto_augment": AUTO_AUGMENTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(a or repr(a) for a in allowed)}, "
@@ -283,6 +311,37 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative (0: from the pretrained weights), got "
                                   f"{getattr(self, name)}")
+
+    def _check_modes(self) -> None:
+        """The fine-tuning mode's keys, and the augmentation ranges (README "Choosing a mode")."""
+        if self.finetune_mode not in FINETUNE_MODES:
+            raise ConfigError(f"finetune_mode must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune_mode!r}")
+        if self.finetune_mode == "linear" and not self.pretrained:
+            raise ConfigError("finetune_mode linear trains only the head on the backbone's features, which needs "
+                              "pretrained weights: give --pretrained CKPT, or use finetune_mode full")
+        depth = self.num_layers or PRESETS.get(self.model, {}).get("num_layers", 0)
+        if depth and self.freeze_blocks > depth:
+            raise ConfigError(f"freeze_blocks {self.freeze_blocks} is more than the model's {depth} blocks: use 0 .. "
+                              f"{depth}")
+        if self.freeze_blocks and self.finetune_mode != "frozen":
+            raise ConfigError(f"freeze_blocks applies to finetune_mode frozen, not {self.finetune_mode}: add "
+                              "--finetune_mode frozen or drop freeze_blocks")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+            raise ConfigError(f"lora_rank must be a positive integer (8 is usual), got {self.lora_rank!r}")
+        if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_alpha must be positive and lora_dropout in [0, 1), got {self.lora_alpha}, "
+                              f"{self.lora_dropout}")
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if unknown or not self.lora_targets:
+            raise ConfigError(f"lora_targets must be some of {', '.join(LORA_TARGETS)} (qkv and proj: the attention's "
+                              f"projections; mlp: both MLP layers), got {self.lora_targets}")
+        if self.aa_magnitude > 30:
+            raise ConfigError(f"aa_magnitude must be in 0 .. 30, got {self.aa_magnitude}")
+        for name in ("random_erasing", "mixup_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} is a probability: it must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0: off; 0.9998 is usual), got {self.ema_decay}")
 
     def model_overrides(self) -> dict:
         """The ViTConfig options this run sets (0 or "" means: keep the preset's, or for gelu and layer_norm_eps the
@@ -337,7 +396,9 @@ def make_train_config(values: dict) -> TrainConfig:
                     raise ValueError(value)
                 value = value.lower() in ("true", "1", "yes")
             elif kind is list:
-                value = [float(v) for v in (value.replace(",", " ").split() if isinstance(value, str) else value)]
+                items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+                words = any(isinstance(v, str) for v in TRAIN_FIELDS[key].default_factory())
+                value = [str(v) for v in items] if words else [float(v) for v in items]
             elif value is None:
                 value = "" if kind is str else value
             else:

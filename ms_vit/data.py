@@ -208,13 +208,17 @@ class EpochSampler:
 
 
 def train_transforms(image_size: int, crop_scale, crop_ratio, hflip: float, mean, std, key=(0,),
-                     interpolation: str = "bilinear") -> list:
+                     interpolation: str = "bilinear", extra=((), ())) -> list:
     """The tutorial's training augmentation: decode (``decode_rgb``) + random resized crop and flip (per-sample
-    seeded, ``TrainAugment``), normalise, HWC->CHW. The first op takes the (path, sample index) columns."""
+    seeded, ``TrainAugment``), normalise, HWC->CHW. The first op takes the (path, sample index) columns.
+
+    ``extra``: (ops on the uint8 crop, ops on the normalised CHW image), as ``augment.extra_train_ops`` gives them.
+    """
     from mindspore.dataset import vision
 
-    return [TrainAugment(image_size, crop_scale, crop_ratio, hflip, key, interpolation),
-            vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW()]
+    before, after = extra
+    return [TrainAugment(image_size, crop_scale, crop_ratio, hflip, key, interpolation), *before,
+            vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW(), *after]
 
 
 def eval_transforms(image_size: int, crop_pct: float, mean, std, decode: bool = True,
@@ -244,11 +248,12 @@ def set_bad_images(policy: str) -> None:
 
 
 def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int, *, sampler_indices=None,
-                 drop_remainder: bool = False, num_workers: int = 0, with_index: bool = False):
+                 drop_remainder: bool = False, num_workers: int = 0, with_index: bool = False, per_batch_map=None):
     """Batches of (image, label int32) read from exactly the files ``labelled_files`` lists, in that order or in
     the order ``sampler_indices`` gives; decoding happens inside ``map`` (so SKIP mode drops unreadable files).
 
     ``with_index``: the first transform gets (path, sample index), the index into the listing.
+    ``per_batch_map``: a function of (images, labels, batch info) applied to each batch (``mixup.BatchMixer``).
     """
     import mindspore.dataset as ds
 
@@ -267,7 +272,24 @@ def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int,
     data = data.map(operations=transforms, input_columns=["image", "index"] if with_index else ["image"],
                     output_columns=["image"], num_parallel_workers=workers)
     data = data.project(["image", "label"])
-    return data.batch(batch_size, drop_remainder=drop_remainder)
+    return batched(data, batch_size, drop_remainder, per_batch_map)
+
+
+def batched(data, batch_size: int, drop_remainder: bool, per_batch_map=None):
+    """``data.batch``, with ``per_batch_map`` over the (image, label) columns when given."""
+    if per_batch_map is None:
+        return data.batch(batch_size, drop_remainder=drop_remainder)
+    return data.batch(batch_size, drop_remainder=drop_remainder, per_batch_map=per_batch_map,
+                      input_columns=["image", "label"])
+
+
+def batch_mixer(cfg, num_classes: int, epoch: int, rank: int = 0, first_batch: int = 0):
+    """The run's ``mixup.BatchMixer`` for epoch ``epoch`` on this rank, or None when mixup and cutmix are off."""
+    from .mixup import BatchMixer, MixOptions
+
+    options = MixOptions(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mixup_prob, cfg.mixup_switch_prob,
+                         cfg.mixup_off_epoch, cfg.label_smoothing, num_classes)
+    return BatchMixer(options, (cfg.seed, rank), epoch, first_batch) if options.enabled else None
 
 
 def count_images(folder: str, indexing: dict) -> int:
@@ -296,12 +318,19 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
     indices = epoch_indices(len(files), cfg, epoch, rank, world, excluded, where=train_dir)
     from .checkpoint.pretrained_cfg import resolve_preprocess
 
+    from .augment import extra_train_ops
+
     prep, _ = resolve_preprocess(cfg.preprocess_overrides())  # fine_tune resolved them; a bare config: ImageNet's
     transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, prep["mean"], prep["std"],
-                                  key=(cfg.seed, epoch), interpolation=prep["interpolation"])
-    return image_folder(train_dir, indexing, transforms, cfg.batch_size // world // max(cfg.accum_steps, 1),
-                        sampler_indices=indices[skip:], drop_remainder=cfg.drop_remainder,
-                        num_workers=cfg.num_workers or default_workers(world), with_index=True)
+                                  key=(cfg.seed, epoch), interpolation=prep["interpolation"],
+                                  extra=extra_train_ops(cfg))
+    micro = cfg.batch_size // world // max(cfg.accum_steps, 1)
+    import mindspore.dataset as ds
+
+    ds.config.set_seed(epoch_seed(cfg, epoch))  # the MindSpore random ops of extra_train_ops draw from it
+    return image_folder(train_dir, indexing, transforms, micro, sampler_indices=indices[skip:],
+                        drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
+                        with_index=True, per_batch_map=batch_mixer(cfg, len(indexing), epoch, rank, skip // micro))
 
 
 def epoch_seed(cfg, epoch: int) -> int:

@@ -146,6 +146,7 @@ class TransformerEncoder(nn.Cell):
         self.layers = nn.CellList(layers)
         self.drop_paths = nn.CellList(drop_paths)  # no parameters: the tutorial's names are unaffected
         self.learner_after = cfg.learner_after
+        self.frozen_blocks = 0  # frozen fine-tuning (ms_vit.modes): no gradient flows below this many blocks
         self.token_learner = self.token_fuser = None
         if cfg.token_learner_tokens:
             options = dict(dim=cfg.embed_dim, tokens=cfg.token_learner_tokens, bottleneck=cfg.token_learner_bottleneck,
@@ -164,6 +165,8 @@ class TransformerEncoder(nn.Cell):
             x = x + drop_path(layer[1](x))
             attentions = attentions + (attn,)
             done = done + 1
+            if done == self.frozen_blocks:  # a constant too: the backward pass ends at the last frozen block
+                x = ops.stop_gradient(x)
             if done == self.learner_after:  # a constant: graph mode keeps only the taken branch
                 patches = x[:, 1:]
                 learned, _ = self.token_learner(patches)

@@ -8,6 +8,7 @@ import inspect
 import os
 import re
 import sys
+import time
 
 from . import data
 from .config import TRAIN_FIELDS, TrainConfig, check_keys, make_train_config, read_yaml
@@ -109,6 +110,20 @@ class FolderSource:
         return data.train_dataset(self.train_where, self.train_index, cfg, epoch, rank, world, skip=skip,
                                   exclude_files=self.bad_files)
 
+    def eval_splits(self, cfg: TrainConfig) -> dict:
+        """{"train" | "val": (eval-transform batches, labels, files)} over every readable image of each split: the
+        linear probe's inputs (``linear_probe.FeatureSource``)."""
+        import numpy as np
+
+        splits = {}
+        for name, folder, index in (("train", self.train_where, self.train_index), ("val", self.val_dir, self.val_index)):
+            files, labels = data.labelled_files(folder, index)
+            keep = np.array([i for i, f in enumerate(files) if f not in self.bad_files], np.int64)
+            batches = data.eval_dataset(folder, index, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std, cfg.batch_size,
+                                        cfg.num_workers, interpolation=cfg.interpolation, sampler_indices=keep)
+            splits[name] = (batches, labels[keep], [files[i] for i in keep])
+        return splits
+
     def val_data(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
         from .distributed import shard_indices
 
@@ -135,6 +150,19 @@ class CifarSource:
         from . import cifar
 
         return cifar.train_dataset(self.root, cfg, epoch, rank, world, skip, arrays=self.train_arrays)
+
+    def eval_splits(self, cfg: TrainConfig) -> dict:
+        """As ``FolderSource.eval_splits``: the training and test batches with the eval transform."""
+        from . import cifar
+
+        transforms = cifar.eval_transforms(cfg.image_size, cfg.mean, cfg.std)
+        splits = {}
+        for name, split, arrays in (("train", "train", self.train_arrays), ("val", "test", None)):
+            arrays = arrays or cifar.read_split(self.root, split)
+            batches = cifar.dataset(self.root, split, transforms, cfg.batch_size,
+                                    num_workers=cfg.num_workers or data.default_workers(), arrays=arrays)
+            splits[name] = (batches, arrays[1], cifar.split_files(self.root, split))
+        return splits
 
     def val_data(self, cfg: TrainConfig, rank: int = 0, world: int = 1):
         from . import cifar
@@ -267,15 +295,17 @@ def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: i
     from mindspore import nn
 
     from .amp import loss_scale_cell
+    from .ema import EMA
     from .loss import CrossEntropySmooth
     from .optim import create_optimizer
     from .train_step import TrainStep
 
     optimizer = create_optimizer(net, cfg, steps_per_epoch)
     loss_fn = CrossEntropySmooth(smooth_factor=cfg.label_smoothing, num_classes=num_classes)
+    ema = EMA(net.trainable_params(), cfg.ema_decay) if cfg.ema_decay > 0 else None
     train_cell = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, loss_scale_cell(amp_level, cfg.loss_scale),
                            fixed_scale=cfg.loss_scale or 1.0, clip_norm=cfg.clip_grad_norm,
-                           accum_steps=cfg.accum_steps or 1)  # 0 (auto) unresolved: whole batches
+                           accum_steps=cfg.accum_steps or 1, ema=ema)  # 0 (auto) unresolved: whole batches
     return train_cell, loss_fn
 
 
@@ -291,6 +321,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     from .distributed import all_reduce_sum, init_data_parallel
     from .download import fetch
     from .factory import create_model
+    from .modes import apply_mode
     from .optim import lr_schedule
     from .runtime import set_up
 
@@ -324,16 +355,23 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         for line in net.load_report.lines():
             log(line)
     log(f"numerics: LayerNorm eps {net.config.layer_norm_eps:g}, {net.config.gelu} GELU ({net.numerics_source})")
+    log(apply_mode(net, cfg))  # freezes parameters, or adds the LoRA adapters, before AMP casts the net
+    if cfg.auto_augment != "none" and cfg.color_jitter > 0:
+        log(f"color_jitter {cfg.color_jitter:g} is not applied with auto_augment {cfg.auto_augment} (as in timm)")
     amp_level = resolve_amp_level(cfg.amp_level, device)
     apply_amp(net, amp_level)
     per_rank_batch = cfg.batch_size // world
+    train_net = net
+    if cfg.finetune_mode == "linear":
+        train_net, source, cfg = _linear_probe(net, source, cfg, pretrained, world, log)
+        n_train = source.n_train
     cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, per_rank_batch, device))
     whole_steps = cfg.drop_remainder or cfg.accum_steps > 1
     steps_per_epoch = (n_train // world) // per_rank_batch if whole_steps else -(-(n_train // world) // per_rank_batch)
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in "
                           f"{source.train_where} with drop_remainder: lower --batch_size or add images")
-    train_cell, _ = build_train_cell(net, cfg, len(classes), steps_per_epoch, amp_level)
+    train_cell, _ = build_train_cell(train_net, cfg, len(classes), steps_per_epoch, amp_level)
     # Validation is EpochEnd's own loop (callbacks.validate): Model.eval's nn.Loss would report the smoothed
     # training loss as a mean of batch means, and would run the whole val set on every process.
     model = Model(train_cell)
@@ -341,7 +379,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     meta = {"format": "ms_vit", "version": 1, "model_name": cfg.model, "model": net.config.to_dict(),
             "class_names": classes, "image_size": cfg.image_size, "mean": cfg.mean, "std": cfg.std,
             "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation, "preprocessing_from": prep_where,
-            "train_config": cfg.to_dict()}
+            "finetune_mode": cfg.finetune_mode, "train_config": cfg.to_dict()}
     start_epoch, history, best, skip_steps = 0, [], -1.0, 0
     if cfg.resume:
         resumed = resume_state(train_cell, cfg.output_dir, log, rank, world)
@@ -359,10 +397,12 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     val_data = source.val_data(cfg, rank, world)  # this process's shard
     callbacks = [Progress(state, cfg.log_every, log),
                  EpochEnd(state, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints, writer, log,
-                          reduce=all_reduce_sum if world > 1 else None)]
+                          reduce=all_reduce_sum if world > 1 else None, eval_net=train_net,
+                          export=_best_weights(net, cfg))]
     log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
         + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
+    started = time.perf_counter()
     with _interruptible(state):
         for epoch in range(start_epoch, cfg.epochs):
             skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
@@ -385,6 +425,9 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
                     f"the same command plus --resume")
                 break
     last = state.history[-1] if state.history else {}
+    if cfg.finetune_mode == "linear":
+        log(f"head training: {time.perf_counter() - started:.1f} s for {cfg.epochs - start_epoch} epoch(s) on the "
+            "cached features, validation included")
     if bad_files:
         log(f"skipped {len(bad_files)} unreadable image file(s) in every epoch")
     return {"best_top1": state.best_top1, "last": last, "output_dir": cfg.output_dir, "classes": classes,
@@ -392,6 +435,33 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
             "skipped_steps": state.skipped_steps, "net": net, "interrupted": state.interrupted, "writer": writer,
             "paths": {name: os.path.join(cfg.output_dir, name)
                       for name in ("best.ckpt", "metrics.csv", "curves.png", "config.yaml", "classes.txt")}}
+
+
+# Keys that change the images or labels of training: the linear probe trains on cached eval-transform features.
+AUGMENT_KEYS = {"auto_augment": "none", "color_jitter": 0.0, "random_erasing": 0.0, "mixup_alpha": 0.0,
+                "cutmix_alpha": 0.0}
+
+
+def _linear_probe(net, source, cfg: TrainConfig, weights_path: str, world: int, log):
+    """Linear mode: (the head as the network to train, the cached-feature source, the config with whole batches)."""
+    from .linear_probe import FeatureSource, HeadNet
+
+    if world > 1:
+        raise ConfigError("finetune_mode linear runs in one process (its head trains in seconds): drop --device_num")
+    ignored = [k for k, off in AUGMENT_KEYS.items() if getattr(cfg, k) != off]
+    if ignored:
+        log(f"finetune_mode linear trains on features of the eval transform: ignoring {', '.join(ignored)}")
+    return HeadNet(net), FeatureSource(source, net, cfg, weights_path, log), dataclasses.replace(
+        cfg, accum_steps=cfg.accum_steps or 1)
+
+
+def _best_weights(net, cfg: TrainConfig):
+    """What best.ckpt holds: the network, or for LoRA its weights with the adapters merged (plain names)."""
+    if cfg.finetune_mode != "lora":
+        return lambda: net
+    from .lora import merged_parameters
+
+    return lambda: merged_parameters(net)
 
 
 # Up to this many images the check before training decodes every one (a few seconds); above, sizes and magic bytes.

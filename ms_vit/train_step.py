@@ -61,11 +61,13 @@ class TrainStep(nn.TrainOneStepCell):
         fixed_scale: a constant loss scale when no update cell is given (1.0: none).
         clip_norm: clip gradients to this global L2 norm (0: off).
         accum_steps: micro-batches per optimizer update (1: every call updates).
+        ema: an ``ms_vit.ema.EMA`` of the trained weights, updated after every applied update (None: off).
     """
 
     def __init__(self, net_with_loss, optimizer, scale_update_cell=None, fixed_scale: float = 1.0,
-                 clip_norm: float = 0.0, accum_steps: int = 1):
+                 clip_norm: float = 0.0, accum_steps: int = 1, ema=None):
         super().__init__(net_with_loss, optimizer, sens=1.0)
+        self.ema = ema
         self.clip_norm = float(clip_norm)
         self.accum_steps = int(accum_steps)
         if self.accum_steps > 1:
@@ -109,4 +111,6 @@ class TrainStep(nn.TrainOneStepCell):
             grads = self.hyper_map(ops.partial(_scale, factor), grads)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
+            if self.ema is not None:  # a constant: without EMA the graph has no such branch
+                loss = ops.depend(loss, self.ema())
         return loss, overflow, scale

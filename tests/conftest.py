@@ -67,3 +67,26 @@ def make_image_folder(root, classes=("blue", "green", "red"), n_train=8, n_val=4
             write_images(os.path.join(str(root), split, name), count, name, size,
                          seed=seed * 100 + k + (50 if split == "val" else 0))
     return str(root)
+
+
+def run_interrupted_and_resumed(values: dict, tmp_path):
+    """Fine-tune ``values`` (2 epochs, log_every 1) twice: uninterrupted into tmp_path/full, and with a real SIGINT
+    (Ctrl-C) at step 2 of epoch 2 into tmp_path/cut, then --resume there. Returns the interrupted checkpoint's
+    metadata; the two folders' epoch_002.ckpt are for the caller to compare."""
+    import signal
+
+    from ms_vit.config import make_train_config
+    from ms_vit.train import fine_tune
+
+    fine_tune(make_train_config({**values, "output_dir": str(tmp_path / "full")}), log=lambda *a: None)
+
+    def ctrl_c_in_epoch_two(line):
+        if line.startswith("epoch 2/2 step 2/"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = {**values, "output_dir": str(tmp_path / "cut")}
+    assert fine_tune(make_train_config(cut), log=ctrl_c_in_epoch_two)["interrupted"]
+    saved = ms_vit.read_checkpoint(str(tmp_path / "cut" / "checkpoints" / "interrupted.ckpt")).meta
+    result = fine_tune(make_train_config({**cut, "resume": True}), log=lambda *a: None)
+    assert result["last"]["epoch"] == 2
+    return saved

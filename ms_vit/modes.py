@@ -1,0 +1,67 @@
+"""What trains in a fine-tuning run: every weight (full), the head (linear), the upper blocks (frozen) or low-rank
+adapters (lora). README "Choosing a mode" says when to pick which.
+
+Freezing is ``requires_grad = False``: the optimizer, weight decay groups and EMA never see a frozen parameter, and
+the training step asks no gradient for it. In frozen mode the encoder also stops the gradient at the output of the
+last frozen block (``TransformerEncoder.frozen_blocks``), so the backward pass ends there.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+HEAD_PREFIX = "dense."  # the classifier's parameters (the tutorial's names)
+EMBEDDING_NAMES = ("cls", "pos_embedding")
+
+
+def is_head(name: str) -> bool:
+    return name.startswith(HEAD_PREFIX)
+
+
+def frozen_by_blocks(name: str, blocks: int) -> bool:
+    """Frozen mode: the patch embedding, positions, class token and blocks 0 .. blocks-1."""
+    if name in EMBEDDING_NAMES or name.startswith("patch_embedding."):
+        return True
+    if name.startswith("transformer.layers."):
+        return int(name.split(".")[2]) < blocks
+    return False
+
+
+def apply_mode(net, cfg) -> str:
+    """Prepare ``net`` (an ms_vit ViT, before compiling) for ``cfg.finetune_mode``; returns the trainable-parameter
+    line for the log. LoRA adapters are added here (``ms_vit.lora``)."""
+    mode = cfg.finetune_mode
+    if mode == "frozen":
+        if cfg.freeze_blocks > net.config.num_layers:
+            raise ConfigError(f"freeze_blocks {cfg.freeze_blocks} is more than the model's {net.config.num_layers} "
+                              f"blocks: use 0 .. {net.config.num_layers}")
+        if net.config.token_learner_tokens and cfg.freeze_blocks > net.config.learner_after:
+            raise ConfigError(f"freeze_blocks {cfg.freeze_blocks} reaches past TokenLearner (after block "
+                              f"{net.config.learner_after}): use 0 .. {net.config.learner_after}")
+        _freeze(net, lambda name: frozen_by_blocks(name, cfg.freeze_blocks))
+        net.transformer.frozen_blocks = cfg.freeze_blocks
+    elif mode == "lora":
+        from .lora import add_lora, is_adapter
+
+        add_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        _freeze(net, lambda name: not (is_adapter(name) or is_head(name)))
+    elif mode == "linear":
+        _freeze(net, lambda name: not is_head(name))
+    return trainable_line(net, mode)
+
+
+def _freeze(net, frozen) -> None:
+    for param in net.get_parameters():
+        if frozen(param.name):
+            param.requires_grad = False
+
+
+def trainable_counts(net) -> tuple[int, int]:
+    """(trainable, all) parameter counts of ``net``, adapters included in both."""
+    sizes = [(int(p.size), p.requires_grad) for p in net.get_parameters()]
+    return sum(s for s, trains in sizes if trains), sum(s for s, _ in sizes)
+
+
+def trainable_line(net, mode: str) -> str:
+    trainable, total = trainable_counts(net)
+    return f"trainable parameters ({mode}): {trainable:,} of {total:,} ({100.0 * trainable / total:.2f} %)"

@@ -1,0 +1,290 @@
+"""Fine-tuning modes (full, linear, frozen, lora), mixup/cutmix and EMA, on the tiny model and tiny folders."""
+
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import TINY, make_image_folder, run_interrupted_and_resumed, write_images
+
+import ms_vit
+from ms_vit.config import make_train_config
+from ms_vit.errors import ConfigError
+from ms_vit.train import fine_tune
+
+RUN = {"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 4, "optimizer": "adamw", "lr": 3e-3,
+       "crop_scale": [0.7, 1.0], "num_workers": 1, "log_every": 100}
+OPTIMIZER_STATE = ("moment", "beta", "learning_rate", "global_step", "adam_", "scale_sense")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("modes") / "data", n_train=8, n_val=4)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny ViT checkpoint in the tutorial's format (plain parameter names) to fine-tune from."""
+    ms.set_seed(1)
+    path = str(tmp_path_factory.mktemp("pretrained") / "tiny.ckpt")
+    ms.save_checkpoint(ms_vit.create_model(TINY), path)
+    return path
+
+
+def train(folder, out, log=None, **overrides):
+    lines = []
+    values = {**RUN, "data_dir": folder, "output_dir": str(out), **overrides}
+    result = fine_tune(make_train_config(values), log=log or lines.append)
+    result["log"] = lines
+    return result
+
+
+def read_metrics(out):
+    import csv
+
+    with open(os.path.join(out, "metrics.csv")) as handle:
+        return list(csv.DictReader(handle))
+
+
+def params_of(path, skip=OPTIMIZER_STATE):
+    return {k: v for k, v in ms_vit.read_checkpoint(str(path)).params.items() if not k.startswith(skip)}
+
+
+@pytest.mark.parametrize("mode,extra,trainable", [
+    ("full", {}, None),
+    ("linear", {}, 32 * 3 + 3),  # the head only: dim 32 x 3 classes + bias
+    ("frozen", {"freeze_blocks": 1}, None),
+    ("lora", {"lora_rank": 2}, 2 * 2 * ((32 + 96) * 2 + (32 + 32) * 2) // 2 + 32 * 3 + 3),
+])
+def test_each_mode_trains_its_loss_falls_and_its_best_ckpt_is_plain(folder, pretrained, tmp_path, mode, extra,
+                                                                    trainable):
+    result = train(folder, tmp_path / mode, pretrained=pretrained, finetune_mode=mode, **extra)
+    rows = read_metrics(tmp_path / mode)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    line = next(l for l in result["log"] if l.startswith(f"trainable parameters ({mode}):"))
+    count = int(line.split(":")[1].split(" of ")[0].replace(",", ""))
+    if trainable is not None:
+        assert count == trainable
+    best = ms_vit.read_checkpoint(str(tmp_path / mode / "best.ckpt"))
+    plain = {p.name for p in ms_vit.create_model(TINY, num_classes=3).get_parameters()}
+    assert set(best.params) == plain  # no adapter, no EMA, no optimizer state: eval/infer/from_pretrained need nothing
+    assert best.meta["finetune_mode"] == mode
+
+
+def test_frozen_parameters_stay_bitwise_equal_and_get_no_gradient(folder, pretrained, tmp_path):
+    train(folder, tmp_path / "frozen", pretrained=pretrained, finetune_mode="frozen", freeze_blocks=1,
+                   epochs=2)
+    start, end = params_of(pretrained), params_of(tmp_path / "frozen" / "checkpoints" / "epoch_002.ckpt")
+    frozen = [n for n in start if n in ("cls", "pos_embedding") or n.startswith(("patch_embedding.",
+                                                                                  "transformer.layers.0."))]
+    assert len(frozen) == 4 + 12  # 4 embedding tensors, 12 in block 0
+    for name in frozen:
+        np.testing.assert_array_equal(end[name], start[name], err_msg=name)
+    assert not np.array_equal(end["transformer.layers.1.0.cell.1.qkv.weight"],
+                              start["transformer.layers.1.0.cell.1.qkv.weight"])
+    # Not a zero learning rate: the optimizer holds no state for a frozen parameter, so none has a gradient.
+    saved = ms_vit.read_checkpoint(str(tmp_path / "frozen" / "checkpoints" / "epoch_002.ckpt")).params
+    assert not [n for n in saved if n.startswith(("moment1.", "adam_m.")) and n.split(".", 1)[1] in frozen]
+    assert any(n.startswith(("moment1.", "adam_m.")) for n in saved)
+
+
+def test_frozen_encoder_stops_the_gradient_at_the_last_frozen_block(tiny_net, images):
+    """Input gradients vanish when every block is frozen: the backward pass ends at the stop."""
+    x = ms.Tensor(images(2))
+
+    def total(inp):
+        return tiny_net(inp).sum()
+
+    assert float(np.abs(ms.grad(total)(x).asnumpy()).max()) > 0
+    tiny_net.transformer.frozen_blocks = 2
+    assert float(np.abs(ms.grad(total)(x).asnumpy()).max()) == 0
+
+
+def test_lora_merged_best_gives_the_adapted_models_logits(folder, pretrained, tmp_path, images):
+    from ms_vit.lora import add_lora
+
+    train(folder, tmp_path / "lora", pretrained=pretrained, finetune_mode="lora", lora_rank=4,
+          lora_targets=["qkv", "proj", "mlp"], epochs=2, keep_checkpoints=2)
+    best = ms_vit.read_checkpoint(str(tmp_path / "lora" / "best.ckpt"))
+    assert not [n for n in best.params if "lora" in n]
+    # The training checkpoint of the same epoch keeps the adapters apart from the (unchanged) base weights.
+    state = params_of(tmp_path / "lora" / "checkpoints" / f"epoch_{best.meta['epoch']:03d}.ckpt")
+    assert sum(n.endswith((".lora_a", ".lora_b")) for n in state) == 2 * 2 * 4  # 2 blocks x 4 layers x (A, B)
+    np.testing.assert_array_equal(state["transformer.layers.0.0.cell.1.qkv.weight"],
+                                  params_of(pretrained)["transformer.layers.0.0.cell.1.qkv.weight"])
+    adapted = ms_vit.create_model(TINY, num_classes=3)
+    add_lora(adapted, rank=4, alpha=16.0, targets=("qkv", "proj", "mlp"))
+    ms.load_param_into_net(adapted, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in state.items()
+                                     if not n.startswith("ema.")})
+    adapted.set_train(False)
+    merged = ms_vit.from_pretrained(str(tmp_path / "lora" / "best.ckpt"))
+    merged.set_train(False)
+    x = ms.Tensor(images(4))
+    unmerged_logits, merged_logits = adapted(x).asnumpy(), merged(x).asnumpy()
+    assert float(np.abs(state["transformer.layers.0.0.cell.1.qkv.lora_b"]).max()) > 0  # the adapters trained
+    np.testing.assert_allclose(merged_logits, unmerged_logits, atol=1e-5)
+
+
+def test_feature_cache_is_reused_and_rebuilt_when_checkpoint_or_image_changes(tmp_path, pretrained):
+    data = make_image_folder(tmp_path / "data", n_train=4, n_val=2)
+    out = tmp_path / "linear"
+
+    def run_linear(weights):
+        log = train(data, out, pretrained=weights, finetune_mode="linear", epochs=1)["log"]
+        return next(l for l in log if l.startswith("features:"))
+
+    assert run_linear(pretrained).startswith("features: extracted 18 images")
+    assert run_linear(pretrained).startswith("features: read from the cache")
+    write_images(os.path.join(data, "train", "red"), 1, "green", seed=9)  # the same file name, another image
+    assert run_linear(pretrained).startswith("features: extracted")
+    other = str(tmp_path / "other.ckpt")
+    ms.set_seed(7)
+    ms.save_checkpoint(ms_vit.create_model(TINY), other)
+    assert run_linear(other).startswith("features: extracted")
+    assert run_linear(pretrained).startswith("features: read from the cache")  # each key keeps its own file
+    assert len(os.listdir(out / "features")) == 3
+
+
+def test_linear_best_ckpt_is_the_backbone_of_the_cached_features_with_the_trained_head(tmp_path, pretrained):
+    from ms_vit.data import eval_dataset
+    from ms_vit.linear_probe import FEATURE_FOLDER
+    from ms_vit.model import FeatureExtractor
+
+    data = make_image_folder(tmp_path / "data", n_train=4, n_val=2)
+    train(data, tmp_path / "out", pretrained=pretrained, finetune_mode="linear", epochs=2)
+    folder = tmp_path / "out" / FEATURE_FOLDER
+    cache = np.load(os.path.join(folder, os.listdir(folder)[0]))
+    best = ms_vit.read_checkpoint(str(tmp_path / "out" / "best.ckpt"))
+    meta = best.meta
+    batches = eval_dataset(os.path.join(data, "val"), {"blue": 0, "green": 1, "red": 2}, 32, meta["crop_pct"],
+                           meta["mean"], meta["std"], 6, interpolation=meta["interpolation"])
+    images = ms.Tensor(next(batches.create_tuple_iterator(num_epochs=1, output_numpy=True))[0])
+    model = ms_vit.from_pretrained(str(tmp_path / "out" / "best.ckpt"))
+    model.set_train(False)
+    extractor = FeatureExtractor(model)
+    extractor.set_train(False)
+    np.testing.assert_allclose(extractor(images).asnumpy(), cache["val_features"], atol=1e-5)
+    head = cache["val_features"] @ best.params["dense.weight"].T + best.params["dense.bias"]
+    np.testing.assert_allclose(model(images).asnumpy(), head, atol=1e-4)
+    np.testing.assert_array_equal(best.params["patch_embedding.conv.weight"],
+                                  params_of(pretrained)["patch_embedding.conv.weight"])
+
+
+def test_mixed_targets_sum_to_one_and_follow_the_pasted_area():
+    from ms_vit.mixup import MixOptions, mix_batch
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    for options in (MixOptions(mixup_alpha=0.8, num_classes=5, label_smoothing=0.1),
+                    MixOptions(cutmix_alpha=1.0, num_classes=5), MixOptions(0.8, 1.0, num_classes=5)):
+        for seed in range(5):
+            mixed, targets, lam = mix_batch(images, labels, options, np.random.default_rng(seed))
+            np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+            assert mixed.shape == images.shape and 0 <= lam <= 1
+            if options.mixup_alpha == 0:  # cutmix: the weight of the original is the share of its pixels kept
+                kept = np.isclose(mixed[0], images[0]).all(axis=0).mean()
+                assert kept == pytest.approx(lam, abs=1e-6) or np.allclose(images[0], images[-1])
+    plain, targets, lam = mix_batch(images, labels, MixOptions(0.8, num_classes=5), rng, mix=False)
+    assert lam == 1.0 and np.array_equal(plain, images) and (targets.argmax(1) == labels).all()
+
+
+def test_mixing_depends_only_on_seed_epoch_and_batch(tmp_path):
+    """A pipeline resumed after k batches mixes its remaining batches as the uninterrupted one does."""
+    from ms_vit import data
+
+    folder = make_image_folder(tmp_path / "data", n_train=8, n_val=1)
+    cfg = make_train_config({**RUN, "data_dir": folder, "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1})
+    index = {"blue": 0, "green": 1, "red": 2}
+
+    def batches(skip=0):
+        pipeline = data.train_dataset(os.path.join(folder, "train"), index, cfg, 1, skip=skip)
+        return list(pipeline.create_tuple_iterator(num_epochs=1, output_numpy=True))
+
+    full, resumed = batches(), batches(skip=8)
+    assert full[0][1].shape == (4, 3) and full[0][1].dtype == np.float32
+    assert not np.allclose(full[0][1].max(axis=1), 0.9)  # mixed: not every target is a smoothed one-hot
+    for (a_img, a_tgt), (b_img, b_tgt) in zip(full[2:], resumed):
+        np.testing.assert_array_equal(a_img, b_img)
+        np.testing.assert_array_equal(a_tgt, b_tgt)
+    off = make_train_config({**RUN, "data_dir": folder, "mixup_alpha": 0.8, "mixup_off_epoch": 1})
+    plain = list(data.train_dataset(os.path.join(folder, "train"), index, off, 1)
+                 .create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert all(np.isin(t, (0.0, 0.9, 0.05)).all() for _, t in plain)  # epoch 2 of mixup_off_epoch 1: plain
+
+
+def test_ctrl_c_mid_epoch_resumes_exactly_with_mixup_cutmix_and_ema(tmp_path):
+    values = {**RUN, "epochs": 2, "lr": 1e-3, "crop_scale": [0.08, 1.0], "num_workers": 2, "log_every": 1,
+              "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "ema_decay": 0.9,
+              "data_dir": make_image_folder(tmp_path / "data", n_train=8, n_val=2)}
+    assert 0 < run_interrupted_and_resumed(values, tmp_path)["step_in_epoch"]
+    full = params_of(tmp_path / "full" / "checkpoints" / "epoch_002.ckpt", skip=("learning_rate", "global_step"))
+    resumed = params_of(tmp_path / "cut" / "checkpoints" / "epoch_002.ckpt", skip=("learning_rate", "global_step"))
+    assert set(full) == set(resumed) and "ema.dense.weight" in full and "ema.updates" in full
+    assert max(float(np.abs(full[k] - resumed[k]).max()) for k in full) <= 1e-6
+
+
+def test_ema_is_validated_and_best_says_which_weights_it_holds(folder, tmp_path):
+    train(folder, tmp_path / "ema", ema_decay=0.6, epochs=3)
+    rows = read_metrics(tmp_path / "ema")
+    assert all(r["ema_top_1"] != "" and r["ema_val_loss"] != "" for r in rows)
+    best = ms_vit.read_checkpoint(str(tmp_path / "ema" / "best.ckpt"))
+    row = rows[best.meta["epoch"] - 1]
+    which = "ema_top_1" if best.meta["weights"] == "ema" else "top_1"
+    assert float(row[which]) == pytest.approx(best.meta["best_top1"])
+    state = params_of(tmp_path / "ema" / "checkpoints" / "epoch_003.ckpt")
+    assert not np.array_equal(state["ema.dense.weight"], state["dense.weight"])  # an average, not a copy
+    if best.meta["weights"] == "ema" and best.meta["epoch"] == 3:
+        np.testing.assert_array_equal(best.params["dense.weight"], state["ema.dense.weight"])
+
+
+def test_ema_update_follows_its_warm_up_formula(tiny_net):
+    from ms_vit.ema import EMA
+
+    params = [p for p in tiny_net.trainable_params() if p.name == "dense.bias"]
+    ema = EMA(params, decay=0.99)
+    start = params[0].asnumpy().copy()
+    params[0].set_data(ms.Tensor(start + 1.0))
+    ema()
+    decay = min(0.99, 2.0 / 11.0)  # update 1: (1 + n) / (10 + n)
+    shadow = {p.name: p for p in ema.get_parameters()}["ema.dense.bias"].asnumpy()
+    np.testing.assert_allclose(shadow, decay * start + (1 - decay) * (start + 1.0), atol=1e-6)
+    with ema.swapped_in():
+        np.testing.assert_allclose(params[0].asnumpy(), shadow)
+    np.testing.assert_array_equal(params[0].asnumpy(), start + 1.0)
+
+
+@pytest.mark.parametrize("values,fragment", [
+    ({"lora_rank": 0}, "lora_rank must be a positive integer"),
+    ({"finetune_mode": "frozen", "freeze_blocks": 13}, "freeze_blocks 13 is more than the model's 12 blocks: use 0 .. 12"),
+    ({"auto_augment": "rand"}, "auto_augment must be one of none, randaugment, trivialaugment, autoaugment"),
+    ({"mixup_alpha": -0.2}, "mixup_alpha must not be negative"),
+    ({"finetune_mode": "linear"}, "finetune_mode linear trains only the head"),
+    ({"finetune_mode": "partial"}, "finetune_mode must be one of full, linear, frozen, lora"),
+    ({"lora_targets": ["qkv", "ffn"]}, "lora_targets must be some of qkv, proj, mlp"),
+    ({"freeze_blocks": 2}, "freeze_blocks applies to finetune_mode frozen"),
+    ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+])
+def test_each_bad_option_is_one_line_naming_the_key_and_its_values(values, fragment):
+    with pytest.raises(ConfigError) as err:
+        make_train_config(values)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_command_line_takes_the_mode_keys():
+    from ms_vit.train import parse_config
+
+    cfg = parse_config(["--finetune_mode", "lora", "--lora_targets", "qkv", "mlp", "--mixup_alpha", "0.8",
+                        "--ema_decay", "0.999", "--auto_augment", "randaugment"])
+    assert (cfg.finetune_mode, cfg.lora_targets, cfg.mixup_alpha, cfg.ema_decay, cfg.auto_augment) == \
+        ("lora", ["qkv", "mlp"], 0.8, 0.999, "randaugment")
+
+
+def test_strong_recipe_parses_and_turns_everything_on():
+    from ms_vit.train import parse_config
+
+    cfg = parse_config(["--config", os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                                                 "vit_b_16_finetune_strong.yaml")])
+    assert cfg.auto_augment == "randaugment" and cfg.mixup_alpha > 0 and cfg.cutmix_alpha > 0
+    assert cfg.ema_decay > 0 and cfg.random_erasing > 0 and cfg.drop_path_rate > 0 and cfg.layer_decay < 1
+    assert cfg.optimizer == "adamw"
