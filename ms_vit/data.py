@@ -248,12 +248,14 @@ def set_bad_images(policy: str) -> None:
 
 
 def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int, *, sampler_indices=None,
-                 drop_remainder: bool = False, num_workers: int = 0, with_index: bool = False, per_batch_map=None):
+                 drop_remainder: bool = False, num_workers: int = 0, with_index: bool = False, per_batch_map=None,
+                 keep_index: bool = False):
     """Batches of (image, label int32) read from exactly the files ``labelled_files`` lists, in that order or in
     the order ``sampler_indices`` gives; decoding happens inside ``map`` (so SKIP mode drops unreadable files).
 
     ``with_index``: the first transform gets (path, sample index), the index into the listing.
     ``per_batch_map``: a function of (images, labels, batch info) applied to each batch (``mixup.BatchMixer``).
+    ``keep_index``: batches are (image, label, index into the listing), so results can be traced to their files.
     """
     import mindspore.dataset as ds
 
@@ -271,7 +273,7 @@ def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int,
     workers = num_workers or default_workers()
     data = data.map(operations=transforms, input_columns=["image", "index"] if with_index else ["image"],
                     output_columns=["image"], num_parallel_workers=workers)
-    data = data.project(["image", "label"])
+    data = data.project(["image", "label", "index"] if keep_index and not with_index else ["image", "label"])
     return batched(data, batch_size, drop_remainder, per_batch_map)
 
 
@@ -352,8 +354,9 @@ def epoch_indices(num_samples: int, cfg, epoch: int, rank: int = 0, world: int =
 
 
 def eval_dataset(folder: str, indexing: dict, image_size: int, crop_pct: float, mean, std, batch_size: int,
-                 num_workers: int = 0, interpolation: str = "bilinear", sampler_indices=None):
+                 num_workers: int = 0, interpolation: str = "bilinear", sampler_indices=None, keep_index: bool = False):
     """Evaluation batches, in file order, every listed image kept (no drop_remainder); ``sampler_indices``: only
-    those images (a data-parallel process's shard, ``distributed.shard_indices``)."""
+    those images (a data-parallel process's shard, ``distributed.shard_indices``); ``keep_index``: a third column,
+    each image's index into ``labelled_files``."""
     return image_folder(folder, indexing, eval_transforms(image_size, crop_pct, mean, std, interpolation=interpolation),
-                        batch_size, num_workers=num_workers, sampler_indices=sampler_indices)
+                        batch_size, num_workers=num_workers, sampler_indices=sampler_indices, keep_index=keep_index)

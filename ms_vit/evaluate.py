@@ -29,8 +29,11 @@ def load_for_inference(ckpt: str, model: str | None = None):
 
 
 def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = None, num_workers: int = 0,
-             log=print, bad_images: str = "fail") -> dict:
+             log=print, bad_images: str = "fail", gallery: int = 0) -> dict:
     """Run ``net`` over every image of ``folder``/<class>/ and return the report (see ``write_report``).
+
+    ``gallery`` N > 0 adds ``report["mistakes"]``: the N most confident wrong predictions, most confident first
+    (``write_report`` draws them into gallery.png).
 
     ``bad_images="skip"`` leaves out images that cannot be decoded and counts them (``report["skipped"]``);
     "fail" stops at the first one with an error naming it.
@@ -44,13 +47,15 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
     prep = dict(net.preprocess, crop_pct=crop_pct or net.preprocess["crop_pct"])
     data.set_bad_images(bad_images)
     batches = data.eval_dataset(folder, indexing, prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"],
-                                batch_size, num_workers, interpolation=prep.get("interpolation", "bilinear"))
-    logits, labels = [], []
+                                batch_size, num_workers, interpolation=prep.get("interpolation", "bilinear"),
+                                keep_index=True)
+    logits, labels, rows = [], [], []
     start = time.perf_counter()
     try:
         for batch in batches.create_tuple_iterator(output_numpy=True):
             logits.append(net(ms.Tensor(batch[0])).asnumpy().astype(np.float64))
             labels.append(batch[1])
+            rows.append(batch[2])
     except RuntimeError as err:
         bad = data.decode_failure(err)
         if bad is None:
@@ -61,11 +66,44 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
     if not labels:
         raise ConfigError(f"{folder} holds no readable images")
     logits, labels = np.concatenate(logits), np.concatenate(labels)
-    report = summarize(logits, labels, indexing, resolve_labels(net.config.num_classes, net.class_names), seconds,
-                       prep)
+    names = resolve_labels(net.config.num_classes, net.class_names)
+    report = summarize(logits, labels, indexing, names, seconds, prep)
+    report["names"] = names
     report["skipped"] = data.count_images(folder, indexing) - report["num_images"]
+    if gallery:
+        from .gallery import worst_predictions
+
+        paths = data.labelled_files(folder, indexing)[0]
+        files = [paths[i] for i in np.concatenate(rows)]  # row i of the logits is this file
+        report["mistakes"] = worst_predictions(logits, labels, files, report["names"], gallery)
     if report["skipped"]:
         log(f"skipped {report['skipped']} image(s) that could not be decoded")
+    return report
+
+
+def evaluate_cifar(net, data_dir: str, batch_size: int = 16, num_workers: int = 0, gallery: int = 0) -> dict:
+    """The report of ``evaluate`` for the CIFAR-10 binary test file (``test_batch.bin``) under ``data_dir``, with the
+    checkpoint's preprocessing (images resized from 32 px to its image_size when they differ). ``gallery`` is not
+    drawn for CIFAR-10 (its images are array rows, not files)."""
+    import mindspore as ms
+
+    from . import cifar
+
+    if net.config.num_classes != 10:
+        raise ConfigError(f"the checkpoint has {net.config.num_classes} classes and CIFAR-10 has 10: give a checkpoint "
+                          "trained on CIFAR-10 (run_finetune.sh --dataset cifar10)")
+    root = cifar.find_root(data_dir)
+    images, labels = cifar.read_split(root, "test")
+    prep = dict(net.preprocess)
+    batches = cifar.dataset(root, "test", cifar.eval_transforms(prep["image_size"], prep["mean"], prep["std"]),
+                            batch_size, num_workers=num_workers or data.default_workers(), arrays=(images, labels))
+    start, logits = time.perf_counter(), []
+    for batch in batches.create_tuple_iterator(output_numpy=True):
+        logits.append(net(ms.Tensor(batch[0])).asnumpy().astype(np.float64))
+    names = cifar.class_names(root)
+    report = summarize(np.concatenate(logits), np.asarray(labels), {name: i for i, name in enumerate(names)}, names,
+                       time.perf_counter() - start, prep)
+    report["skipped"] = 0
     return report
 
 
@@ -98,7 +136,8 @@ def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: lis
 
 
 def write_report(report: dict, json_path: str) -> dict:
-    """Write the JSON report and, beside it, confusion.csv and (for at most 50 classes) confusion.png."""
+    """Write the JSON report and, beside it, confusion.csv, (for at most 50 classes) confusion.png and, when the
+    report lists mistakes (``evaluate(gallery=N)``), gallery.png."""
     import csv
 
     folder = os.path.dirname(json_path) or "."
@@ -114,7 +153,12 @@ def write_report(report: dict, json_path: str) -> dict:
     if len(labels) <= 50:
         png_path = os.path.join(folder, "confusion.png")
         plot_confusion(np.array(report["confusion"]), labels, png_path)
-    report = {**report, "confusion_csv": csv_path, "confusion_png": png_path}
+    report = {key: value for key, value in report.items() if key != "names"}
+    report.update(confusion_csv=csv_path, confusion_png=png_path)
+    if report.get("mistakes") is not None:
+        from .gallery import contact_sheet
+
+        report["gallery_png"] = contact_sheet(report["mistakes"], os.path.join(folder, "gallery.png"))
     with open(json_path, "w") as handle:
         json.dump(report, handle, indent=2)
     return report

@@ -157,7 +157,7 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
             if not cv2.imwrite(out_path, annotate(rgb, lines, heat)):
                 raise ConfigError(f"cannot write {out_path}: check that {output_dir} is writable")
             records.append({"file": path, "annotated": out_path, "top": top})
-            log(f"{path}: {{{top[0]['index']}: {top[0]['label']!r}}}")
+            log(f"{path}: {{{top[0]['index']}: {top[0]['label']!r}}} {top[0]['probability']:.3f}")
     json_path, csv_path = os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "predictions.csv")
     with open(json_path, "w") as handle:
         json.dump({"topk": k, "predictions": records, "skipped": [{"file": f, "reason": r} for f, r in skipped]},

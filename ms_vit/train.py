@@ -10,7 +10,7 @@ import re
 import sys
 import time
 
-from . import data
+from . import compile_cache, data
 from .config import TRAIN_FIELDS, TrainConfig, check_keys, make_train_config, read_yaml
 from .errors import CheckpointError, ConfigError
 
@@ -326,6 +326,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     from .runtime import set_up
 
     device = set_up(cfg.device_target or None, cfg.mode)
+    compile_cache.disable()  # until this run's key is known (an earlier run in this process may have set one)
     rank, world = init_data_parallel()
     writer = rank == 0
     log = log or (print if writer else (lambda *a, **k: None))
@@ -372,6 +373,13 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in "
                           f"{source.train_where} with drop_remainder: lower --batch_size or add images")
     train_cell, _ = build_train_cell(train_net, cfg, len(classes), steps_per_epoch, amp_level)
+    if cfg.compile_cache and cfg.mode == "graph":
+        key = compile_cache.cache_key(cfg.to_dict(), net.config.to_dict(),
+                                      {"classes": len(classes), "steps_per_epoch": steps_per_epoch, "amp": amp_level,
+                                       "device": device, "processes": world})
+        folder, warm = compile_cache.enable(cfg.output_dir, key)
+        log(f"compile cache: {folder} ({'reusing the graphs an earlier run compiled' if warm else 'new'}; "
+            "--compile_cache false turns it off)")
     # Validation is EpochEnd's own loop (callbacks.validate): Model.eval's nn.Loss would report the smoothed
     # training loss as a mean of batch means, and would run the whole val set on every process.
     model = Model(train_cell)
@@ -399,6 +407,13 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
                  EpochEnd(state, val_data, train_cell, net, cfg.output_dir, meta, cfg.keep_checkpoints, writer, log,
                           reduce=all_reduce_sum if world > 1 else None, eval_net=train_net,
                           export=_best_weights(net, cfg))]
+    board = None
+    if cfg.tensorboard and writer:
+        from .tensorboard import TensorBoardLog, open_writer
+
+        board = open_writer(cfg.output_dir)
+        callbacks.append(TensorBoardLog(state, board))
+        log(f"TensorBoard events: {os.path.join(cfg.output_dir, 'tensorboard')} (tensorboard --logdir there)")
     log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
         + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
@@ -424,6 +439,9 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
                 log(f"interrupted at epoch {state.epoch + 1} step {state.step_in_epoch}: saved {path}; continue with "
                     f"the same command plus --resume")
                 break
+    if board is not None:
+        board.close()
+    compile_cache.disable()  # graphs this process compiles later (eval, another run) are not this run's
     last = state.history[-1] if state.history else {}
     if cfg.finetune_mode == "linear":
         log(f"head training: {time.perf_counter() - started:.1f} s for {cfg.epochs - start_epoch} epoch(s) on the "

@@ -2,6 +2,8 @@
 
     python scripts/eval.py --ckpt outputs/demo/best.ckpt --data_dir dataset/demo/val
     python scripts/eval.py --ckpt ckpt/vit_b_16_224.ckpt --data_dir dataset/vit_imagenet_dataset/dataset/val
+    python scripts/eval.py --ckpt outputs/demo/best.ckpt --data_dir dataset/demo/val --gallery 24
+    python scripts/eval.py --ckpt outputs/cifar10/best.ckpt --dataset cifar10 --data_dir dataset/cifar-10-binary
 """
 
 import sys
@@ -13,7 +15,10 @@ def main(argv):
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint (ms_vit's, or the tutorial's vit_b_16_224.ckpt)")
     parser.add_argument("--data_dir", required=True,
-                        help="folder whose sub-folders are the classes (class names, or ImageNet WordNet ids)")
+                        help="folder whose sub-folders are the classes (class names, or ImageNet WordNet ids); with "
+                             "--dataset cifar10, the folder holding CIFAR-10's binary files (test_batch.bin)")
+    parser.add_argument("--dataset", choices=("folder", "cifar10"), default="folder",
+                        help="folder: class folders of images; cifar10: the CIFAR-10 binary test file")
     parser.add_argument("--json", default="outputs/eval/report.json",
                         help="JSON report; confusion.csv and confusion.png go beside it")
     parser.add_argument("--batch_size", type=int, default=16)
@@ -25,20 +30,31 @@ def main(argv):
     parser.add_argument("--num_workers", type=int, default=0, help="decoding workers (0: from the core count)")
     parser.add_argument("--bad_images", choices=("fail", "skip"), default="fail",
                         help="an image that cannot be decoded stops the run, or is skipped and counted")
+    parser.add_argument("--gallery", type=int, default=0, metavar="N",
+                        help="also write gallery.png beside the report: the N most confident mistakes (thumbnail, "
+                             "true and predicted class, probability), listed under 'mistakes' in the report")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
+    if args.gallery < 0:
+        parser.error("--gallery must be 0 (off) or a positive number of images")
 
     from ms_vit import set_up
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
-    from ms_vit.evaluate import evaluate, load_for_inference, write_report
+    from ms_vit.evaluate import evaluate, evaluate_cifar, load_for_inference, write_report
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)
     prep = {**net.preprocess, "crop_pct": args.crop_pct or net.preprocess["crop_pct"]}
     where = net.preprocess_source + ("; crop_pct from --crop_pct" if args.crop_pct else "")
     print(f"preprocessing: {describe_preprocess(prep)} ({where})")
-    report = evaluate(net, args.data_dir, args.batch_size, args.crop_pct, args.num_workers, bad_images=args.bad_images)
+    if args.dataset == "cifar10":
+        if args.gallery:
+            parser.error("--gallery draws image files: not available with --dataset cifar10")
+        report = evaluate_cifar(net, args.data_dir, args.batch_size, args.num_workers)
+    else:
+        report = evaluate(net, args.data_dir, args.batch_size, args.crop_pct, args.num_workers,
+                          bad_images=args.bad_images, gallery=args.gallery)
     report = write_report({"checkpoint": args.ckpt, "data_dir": args.data_dir, "batch_size": args.batch_size,
                            **report}, args.json)
     print(f"top-1 {report['top_1']:.4f}  top-{report['top_k']} {report['top_5']:.4f}  loss {report['loss']:.4f}  "
@@ -46,6 +62,9 @@ def main(argv):
           + (f"  ({report['skipped']} unreadable skipped)" if report["skipped"] else ""))
     print(f"report: {args.json}  confusion matrix: {report['confusion_csv']}"
           + (f", {report['confusion_png']}" if report["confusion_png"] else ""))
+    if args.gallery:
+        print(f"most confident mistakes: {report['gallery_png']} ({len(report['mistakes'])} shown)"
+              if report.get("gallery_png") else "most confident mistakes: none (every image is right)")
     return 0
 
 

@@ -1,6 +1,11 @@
-"""Export a checkpoint's network for deployment (MindSpore Lite, serving) with ms.export.
+"""Export a checkpoint's network for deployment (MindSpore Lite, serving, ONNX runtimes) with ms.export.
 
     python scripts/export.py --ckpt outputs/demo/best.ckpt --format MINDIR [--batch_size 1] [--output FILE]
+    python scripts/export.py --ckpt outputs/demo/best.ckpt --format onnx    # then checked with onnxruntime
+
+An ONNX file is run once with onnxruntime on random input after writing: its logits must equal ms_vit's within
+1e-4 x max(1, max |logit|), or the export counts as failed (onnxruntime is optional: without it the check is skipped
+with a line saying how to install it).
 """
 
 import os
@@ -14,7 +19,8 @@ SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 def main(argv):
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint to export (any format ms_vit reads)")
-    parser.add_argument("--format", default="MINDIR", choices=sorted(SUFFIXES), help="file format of ms.export")
+    parser.add_argument("--format", default="MINDIR", type=str.upper, choices=sorted(SUFFIXES),
+                        help="file format of ms.export (MINDIR, AIR or ONNX; any case)")
     parser.add_argument("--batch_size", type=int, default=1, help="the exported graph's fixed batch size")
     parser.add_argument("--output", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--model", default=None, help="preset whose architecture the checkpoint has (see eval.py)")
@@ -35,6 +41,12 @@ def main(argv):
     stem = output[: -len(suffix)] if output.endswith(suffix) else output
     cfg = net.config
     sample = ms.Tensor(np.zeros((args.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size), np.float32))
+    if args.format == "ONNX":
+        from ms_vit.model import Attention
+
+        for _, cell in net.cells_and_names():  # ONNX has no Unstack: the attention splits q, k, v by slicing
+            if isinstance(cell, Attention):
+                cell.onnx_export = True
     try:
         ms.export(net, sample, file_name=stem, file_format=args.format)
     except (RuntimeError, ValueError, TypeError) as err:
@@ -45,7 +57,35 @@ def main(argv):
                          "AIR needs Ascend") from err
     print(f"wrote {stem + suffix}: input (batch {args.batch_size}, {cfg.in_channels}, {cfg.image_size}, "
           f"{cfg.image_size}) float32, normalised as in eval; output logits ({args.batch_size}, {cfg.num_classes})")
+    if args.format == "ONNX":
+        check_onnx(net, stem + suffix, sample.shape)
     return 0
+
+
+def check_onnx(net, path: str, shape) -> float | None:
+    """Run ``path`` with onnxruntime on random input and compare with ``net``; returns the max logit difference
+    (None when onnxruntime is not installed). Raises when it is above 1e-4 x max(1, max |logit|)."""
+    import mindspore as ms
+    import numpy as np
+
+    from ms_vit.errors import MsVitError
+
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime is not installed: the ONNX file was not checked (pip install onnxruntime)")
+        return None
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ours = net(ms.Tensor(x)).asnumpy()
+    diff = float(np.abs(theirs - ours).max())
+    bound = 1e-4 * max(1.0, float(np.abs(ours).max()))
+    if not diff <= bound:
+        raise MsVitError(f"{path}: onnxruntime's logits differ from ms_vit's by {diff:.3g} (bound {bound:.3g}): "
+                         "do not deploy this file; export MINDIR instead and report the model")
+    print(f"checked with onnxruntime {onnxruntime.__version__}: max logit difference {diff:.2e} (bound {bound:.1e})")
+    return diff
 
 
 if __name__ == "__main__":

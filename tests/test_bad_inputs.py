@@ -136,3 +136,17 @@ def test_every_case_expects_its_own_message():
     fragments = [(case.values[0], case.values[-1]) for case in CASES]
     duplicated = {f for f in fragments if fragments.count(f) > 1}
     assert not duplicated, duplicated
+
+
+def test_gpu_without_cuda_11_runtime_is_one_line_naming_the_wheels_cuda(monkeypatch):
+    """A machine with an NVIDIA driver but no CUDA 11 runtime: MindSpore 2.10's GPU plugins cannot run there."""
+    from ms_vit import runtime
+    from ms_vit.errors import ConfigError
+
+    monkeypatch.setattr(runtime, "device_present", lambda target: True)
+    monkeypatch.setattr(runtime, "missing_gpu_runtime", lambda: ["libcudart.so.11.0", "libcudnn.so.8"])
+    with pytest.raises(ConfigError) as err:
+        runtime.set_up("GPU")
+    message = str(err.value)
+    assert "\n" not in message and "CUDA 11.1/11.6" in message and "libcudart.so.11.0" in message
+    assert "--device_target CPU" in message

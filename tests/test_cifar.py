@@ -114,3 +114,32 @@ def test_run_finetune_with_dataset_cifar10_uses_the_recipe(tmp_path):
     saved = read_yaml(str(tmp_path / "out" / "config.yaml"))
     assert (saved["dataset"], saved["patch_size"], saved["embed_dim"], saved["num_layers"]) == ("cifar10", 4, 192, 2)
     assert "top-1" in proc.stdout
+
+
+def test_eval_script_scores_the_cifar10_test_file(tmp_path, capsys):
+    """eval.py --dataset cifar10: a checkpoint whose head always answers class 1 scores the test file's share of 1s."""
+    import json
+
+    import mindspore as ms
+
+    import ms_vit
+    from ms_vit.cli import run
+    from test_scripts import script
+
+    tiny_cifar(tmp_path / "cifar")  # test labels 0, 1, 2, 0, 1, 2, 0, 1: three of eight are class 1
+    net = ms_vit.create_model("vit_tiny_test", num_classes=10)
+    bias = np.zeros(10, np.float32)
+    bias[1] = 10.0
+    net.dense.weight.set_data(ms.Tensor(np.zeros_like(net.dense.weight.asnumpy())))
+    net.dense.bias.set_data(ms.Tensor(bias))
+    ckpt = ms_vit.save_checkpoint(net, tmp_path / "m.ckpt", meta={"model": net.config.to_dict()})
+    out = tmp_path / "report.json"
+    assert run(script("eval"), ["--ckpt", ckpt, "--dataset", "cifar10", "--data_dir", str(tmp_path / "cifar"),
+                                "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_images"] == 8 and report["top_1"] == pytest.approx(3 / 8)
+    assert "images 8" in capsys.readouterr().out
+    small = ms_vit.save_checkpoint(ms_vit.create_model("vit_tiny_test", num_classes=3), tmp_path / "s.ckpt",
+                                   meta={"model": ms_vit.create_model("vit_tiny_test", num_classes=3).config.to_dict()})
+    assert run(script("eval"), ["--ckpt", small, "--dataset", "cifar10", "--data_dir", str(tmp_path / "cifar")]) != 0
+    assert "CIFAR-10 has 10" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import mindspore as ms
 import numpy as np
@@ -174,3 +175,62 @@ def test_two_process_resume_from_rank_0_only_and_sharded_validation(tmp_path):
                       log=lambda *a: None)
     assert abs(single["loss"] - float(row["val_loss"])) <= 1e-5
     assert abs(single["top_1"] - float(row["top_1"])) <= 1e-6 and abs(single["top_5"] - float(row["top_5"])) <= 1e-6
+
+
+def _launch(args, env_extra=None):
+    env = {**os.environ, "PYTHON": sys.executable, **(env_extra or {})}
+    return subprocess.Popen(["bash", os.path.join(ROOT, "run_finetune.sh"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _finish(proc, timeout=300):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+def test_two_machines_on_one_host_train_like_one_process_and_only_node_0_writes(tmp_path):
+    """Two run_finetune.sh launches (node_rank 0 and 1, one process each, master 127.0.0.1) end with the weights of
+    one process on the whole batch; node 1's output_dir gets no checkpoint."""
+    make_image_folder(tmp_path / "data", n_train=8, n_val=3, size=32)
+    values = {**RUN, "epochs": 2, "data_dir": str(tmp_path / "data")}
+    fine_tune(make_train_config({**values, "output_dir": str(tmp_path / "single")}), log=lambda *a: None)
+    args = ["--model", TINY, "--image_size", "32", "--batch_size", "8", "--epochs", "2", "--optimizer", "sgd",
+            "--lr", "0.1", "--crop_scale", "1", "1", "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1",
+            "--log_every", "100", "--data_dir", str(tmp_path / "data"), "--device_num", "1", "--node_num", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    port = int(args[-1])
+    nodes = [_launch([*args, "--node_rank", "0", "--output_dir", str(tmp_path / "node0")])]
+    deadline = time.monotonic() + 60  # node 0 first, as on real machines: its scheduler listens before node 1 starts
+    while time.monotonic() < deadline and nodes[0].poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    nodes.append(_launch([*args, "--node_rank", "1", "--output_dir", str(tmp_path / "node1")]))
+    results = [_finish(node) for node in nodes]
+    for code, out, err in results:
+        assert code == 0, out[-3000:] + err[-3000:]
+    reference = ms_vit.read_checkpoint(str(tmp_path / "single" / "checkpoints" / "epoch_002.ckpt")).params
+    trained = ms_vit.read_checkpoint(str(tmp_path / "node0" / "checkpoints" / "epoch_002.ckpt")).params
+    assert set(reference) == set(trained)
+    difference = max(float(np.abs(reference[k].astype(np.float64) - trained[k]).max()) for k in reference)
+    print(f"two machines vs one process: max weight difference {difference:.2e}")
+    assert difference <= 1e-6
+    assert not list((tmp_path / "node1").rglob("*.ckpt")) and not (tmp_path / "node1" / "best.ckpt").exists()
+
+
+def test_a_node_that_cannot_reach_its_master_fails_in_bounded_time_naming_address_and_port(tmp_path):
+    port = _free_port()
+    make_image_folder(tmp_path / "data", n_train=2, n_val=1, size=32)
+    started = time.monotonic()
+    code, out, err = _finish(_launch(["--model", TINY, "--image_size", "32", "--data_dir", str(tmp_path / "data"),
+                                      "--output_dir", str(tmp_path / "out"), "--node_num", "2", "--node_rank", "1",
+                                      "--master_addr", "127.0.0.1", "--master_port", str(port)],
+                                     {"CLUSTER_TIMEOUT": "5"}), timeout=120)
+    assert code != 0 and time.monotonic() - started < 100
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], err

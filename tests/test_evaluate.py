@@ -83,3 +83,36 @@ def test_eval_script_bad_folder_is_one_line(tmp_path, capsys):
     assert run(script("eval"), ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean the val/ folder" in err
+
+
+def test_worst_predictions_lists_only_mistakes_most_confident_first():
+    from ms_vit.gallery import worst_predictions
+
+    logits = np.log(np.array([[0.9, 0.1, 0.0 + 1e-9], [0.2, 0.7, 0.1], [0.05, 0.9, 0.05], [0.3, 0.3, 0.4],
+                              [0.1, 0.6, 0.3]]))
+    labels = np.array([0, 0, 0, 2, 2])  # right, wrong (0.7), wrong (0.9), right, wrong (0.6)
+    files = [f"f{i}.jpg" for i in range(5)]
+    worst = worst_predictions(logits, labels, files, ["a", "b", "c"], 10)
+    assert [m["file"] for m in worst] == ["f2.jpg", "f1.jpg", "f4.jpg"]
+    assert [round(m["probability"], 6) for m in worst] == [0.9, 0.7, 0.6]
+    assert worst[0]["true_name"] == "a" and worst[0]["predicted_name"] == "b"
+    assert worst[2]["true_probability"] == pytest.approx(0.3)
+    assert len(worst_predictions(logits, labels, files, ["a", "b", "c"], 2)) == 2
+
+
+def test_eval_gallery_writes_a_contact_sheet_of_the_mistakes(tmp_path, capsys):
+    names = ["blue", "green", "red"]
+    ckpt = constant_model(tmp_path / "m.ckpt", 3, bias_order=[2, 0, 1], class_names=names)  # always "red"
+    make_image_folder(tmp_path / "data", classes=names, n_train=1, n_val=2)
+    out = tmp_path / "report" / "r.json"
+    assert run(script("eval"), ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data" / "val"), "--json", str(out),
+                                "--gallery", "3"]) == 0
+    assert "most confident mistakes:" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    mistakes = report["mistakes"]
+    assert len(mistakes) == 3 and all(m["predicted_name"] == "red" and m["true_name"] != "red" for m in mistakes)
+    assert all(os.path.isfile(m["file"]) for m in mistakes)
+    import cv2
+
+    sheet = cv2.imread(report["gallery_png"])
+    assert sheet is not None and sheet.shape[0] > 160 and sheet.shape[1] == 3 * 160

@@ -61,3 +61,59 @@ def test_elementwise_gelu_gradient_equals_the_kernels():
     fast = ms.grad(SigmoidGELU())(x).asnumpy()
     kernel = ms.grad(nn.GELU(approximate=True))(x).asnumpy()
     np.testing.assert_allclose(fast, kernel, atol=5e-6)
+
+
+class WeightedSum(nn.Cell):
+    def __init__(self, cell, w):
+        super().__init__()
+        self.cell, self.w = cell, w
+
+    def construct(self, *xs):
+        y = self.cell(*xs)
+        return ((y[0] if isinstance(y, tuple) else y) * self.w).sum()
+
+
+def _grads(cell, *inputs):
+    """Gradients of sum(cell(*inputs) * w) for a fixed random w, with respect to every input."""
+    out = cell(*inputs)
+    shape = (out[0] if isinstance(out, tuple) else out).shape
+    w = ms.Tensor(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+    grads = ms.grad(WeightedSum(cell, w), grad_position=tuple(range(len(inputs))))(*inputs)
+    return [g.asnumpy() for g in (grads if isinstance(grads, tuple) else (grads,))]
+
+
+def test_cpu_takes_the_gemv_backward_of_layer_norm_and_attention_softmax():
+    from ms_vit.layers import RowSoftmax, _RowNormalize
+
+    net = ms_vit.create_model(TINY)
+    assert isinstance(net.norm.normalize, _RowNormalize)
+    assert all(isinstance(cell, RowSoftmax) for _, cell in net.cells_and_names() if "softmax" in _.split(".")[-1])
+
+
+def test_gemv_backward_of_layer_norm_equals_the_kernels():
+    from ms_vit.layers import _Normalize, _RowNormalize
+
+    rng = np.random.default_rng(0)
+    x = ms.Tensor((rng.standard_normal((2, 50, 96)) * 3 + 1).astype(np.float32))
+    gamma, beta = (ms.Tensor(rng.standard_normal(96).astype(np.float32)) for _ in range(2))
+    for fast, kernel in zip(_grads(_RowNormalize(1e-6), x, gamma, beta), _grads(_Normalize(1e-6), x, gamma, beta)):
+        np.testing.assert_allclose(fast, kernel, rtol=0, atol=2e-6 * np.abs(kernel).max())
+
+
+def test_gemv_backward_of_softmax_equals_the_kernels():
+    from ms_vit.layers import RowSoftmax, Softmax
+
+    x = ms.Tensor((np.random.default_rng(0).standard_normal((2, 3, 50, 50)) * 4).astype(np.float32))
+    (fast,), (kernel,) = _grads(RowSoftmax(), x), _grads(Softmax(), x)
+    np.testing.assert_allclose(fast, kernel, rtol=0, atol=1e-6 * np.abs(kernel).max())
+
+
+def test_norm_impl_kernel_keeps_mindsporess_layer_norm_backward_and_is_a_run_option():
+    from ms_vit.config import make_train_config
+    from ms_vit.layers import _RowNormalize
+
+    net = ms_vit.create_model(TINY, norm_impl="kernel")
+    assert not any(isinstance(cell, _RowNormalize) for _, cell in net.cells_and_names())
+    assert make_train_config({"norm_impl": "kernel"}).model_overrides()["norm_impl"] == "kernel"
+    with pytest.raises(ms_vit.errors.ConfigError, match="norm_impl"):
+        make_train_config({"norm_impl": "fast"})

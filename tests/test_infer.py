@@ -141,4 +141,7 @@ def test_labels_from_meta_mat_in_infer(tmp_path, capsys):
     Image.fromarray(gradient(64, 64)).save(tmp_path / "dog.png")
     assert run(script("infer"), ["--ckpt", ckpt, "--input", str(tmp_path / "dog.png"), "--output", str(tmp_path / "o"),
                                  "--meta_mat", write_meta_mat(tmp_path / "meta.mat")]) == 0
-    assert "{236: 'Doberman'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "{236: 'Doberman'}" in printed
+    probability = float(printed.split("{236: 'Doberman'}")[1].split()[0])  # the top-1 probability beside the class
+    assert 0 < probability <= 1

@@ -29,8 +29,11 @@ def _third_party_imports(folder: str) -> set:
 
 def test_every_runtime_import_is_a_declared_dependency():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
-        declared = {dep.split("<")[0].split("=")[0].split(">")[0].strip().lower()
-                    for dep in tomllib.load(handle)["project"]["dependencies"]}
+        project = tomllib.load(handle)["project"]
+    # Optional features (e.g. --tensorboard) import their package only when used, and say how to install it.
+    optional = [dep for deps in project.get("optional-dependencies", {}).values() for dep in deps]
+    declared = {dep.split("<")[0].split("=")[0].split(">")[0].strip().lower()
+                for dep in project["dependencies"] + optional}
     imported = {DISTRIBUTION.get(m, m).lower() for m in _third_party_imports(os.path.join(ROOT, "ms_vit"))}
     assert "safetensors" in imported  # the checkpoint reader's
     assert imported <= declared, f"imported but not declared in pyproject.toml: {sorted(imported - declared)}"

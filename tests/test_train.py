@@ -156,10 +156,26 @@ def test_two_process_msrun_equals_one_process_on_the_whole_batch(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[name] = _weights(tmp_path / name / "checkpoints" / "epoch_001.ckpt")
     assert os.path.exists(tmp_path / "two" / "msrun_logs" / "worker_1.log")
+    assert (tmp_path / "one" / "mindspore_logs").is_dir()  # MindSpore's INFO/WARNING lines go there, not the console
     one, two = outputs["one"], outputs["two"]
     assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-6
     moved = float(np.abs(one["dense.weight"] - _weights_at_init("dense.weight")).max())
     assert moved > 1e-4  # the step changed the weights, so the equality above is not trivial
+
+
+def test_run_finetune_with_a_python_that_lacks_mindspore_names_it_and_the_install_command(tmp_path):
+    import subprocess
+    import sys
+
+    python = tmp_path / "python"  # an interpreter without site-packages: MindSpore cannot be imported
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    python.chmod(0o755)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(["bash", os.path.join(root, "run_finetune.sh")], env={**os.environ, "PYTHON": str(python)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {python} cannot import mindspore")
+    assert "pip install -r requirements.txt" in proc.stderr
 
 
 def _weights_at_init(name):
