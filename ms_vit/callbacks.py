@@ -65,6 +65,11 @@ class RunState:
     def global_step(self) -> int:
         return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the last optimizer step taken."""
+        return float(self.lrs[min(self.global_step, len(self.lrs)) - 1])
+
 
 class Progress(Callback):
     """Every ``every`` steps: ``epoch e/E step s/S loss x lr y img/s z ETA h:mm:ss`` (tqdm-like, one line)."""
@@ -109,7 +114,7 @@ class Progress(Callback):
         elapsed = time.perf_counter() - s.epoch_start
         per_step = elapsed / max(len(s.losses) // s.accum_steps, 1)
         remaining = (s.steps_per_epoch - step) + (s.epochs - s.epoch - 1) * s.steps_per_epoch
-        lr = s.lrs[min(s.global_step, len(s.lrs)) - 1]
+        lr = s.lr
         self.log(f"epoch {s.epoch + 1}/{s.epochs} step {step}/{s.steps_per_epoch} loss {s.losses[-1]:.4f} "
                  f"lr {lr:.3g} {s.images_per_step / per_step:.1f} img/s ETA {_format_eta(per_step * remaining)}")
 

@@ -68,23 +68,21 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
     logits, labels = np.concatenate(logits), np.concatenate(labels)
     names = resolve_labels(net.config.num_classes, net.class_names)
     report = summarize(logits, labels, indexing, names, seconds, prep)
-    report["names"] = names
     report["skipped"] = data.count_images(folder, indexing) - report["num_images"]
     if gallery:
         from .gallery import worst_predictions
 
         paths = data.labelled_files(folder, indexing)[0]
         files = [paths[i] for i in np.concatenate(rows)]  # row i of the logits is this file
-        report["mistakes"] = worst_predictions(logits, labels, files, report["names"], gallery)
+        report["mistakes"] = worst_predictions(logits, labels, files, names, gallery)
     if report["skipped"]:
         log(f"skipped {report['skipped']} image(s) that could not be decoded")
     return report
 
 
-def evaluate_cifar(net, data_dir: str, batch_size: int = 16, num_workers: int = 0, gallery: int = 0) -> dict:
+def evaluate_cifar(net, data_dir: str, batch_size: int = 16, num_workers: int = 0) -> dict:
     """The report of ``evaluate`` for the CIFAR-10 binary test file (``test_batch.bin``) under ``data_dir``, with the
-    checkpoint's preprocessing (images resized from 32 px to its image_size when they differ). ``gallery`` is not
-    drawn for CIFAR-10 (its images are array rows, not files)."""
+    checkpoint's preprocessing (images resized from 32 px to its image_size when they differ)."""
     import mindspore as ms
 
     from . import cifar
@@ -153,8 +151,7 @@ def write_report(report: dict, json_path: str) -> dict:
     if len(labels) <= 50:
         png_path = os.path.join(folder, "confusion.png")
         plot_confusion(np.array(report["confusion"]), labels, png_path)
-    report = {key: value for key, value in report.items() if key != "names"}
-    report.update(confusion_csv=csv_path, confusion_png=png_path)
+    report = {**report, "confusion_csv": csv_path, "confusion_png": png_path}
     if report.get("mistakes") is not None:
         from .gallery import contact_sheet
 

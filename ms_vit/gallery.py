@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import data
+from .infer import softmax
 
 THUMB = 160  # thumbnail side in pixels
 CAPTION = 54  # caption height under each thumbnail
@@ -13,8 +14,7 @@ CAPTION = 54  # caption height under each thumbnail
 def worst_predictions(logits: np.ndarray, labels: np.ndarray, files: list[str], names: list[str], count: int) -> list:
     """The ``count`` wrong top-1 predictions with the highest predicted probability, most confident first: file,
     true and predicted index and name, the predicted probability and the true class's."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    probs = softmax(logits)
     predicted = probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     confidence = probs[wrong, predicted[wrong]]

@@ -45,7 +45,7 @@ class TensorBoardLog(Callback):
         now = time.perf_counter()
         losses = s.losses[-s.accum_steps:]
         self.writer.add_scalar("train/loss", sum(losses) / len(losses), step)
-        self.writer.add_scalar("train/lr", float(s.lrs[min(step, len(s.lrs)) - 1]), step)
+        self.writer.add_scalar("train/lr", s.lr, step)
         self.writer.add_scalar("train/img_s", s.images_per_step / max(now - self.step_start, 1e-9), step)
         self.step_start = now
 

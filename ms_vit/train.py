@@ -418,30 +418,32 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
         + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
     started = time.perf_counter()
-    with _interruptible(state):
-        for epoch in range(start_epoch, cfg.epochs):
-            skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
-            train_data = source.train_data(cfg, epoch, rank, world, skip)
-            try:
-                model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
-            except RuntimeError as err:
-                bad = data.decode_failure(err)
-                if bad is None:
-                    raise
-                raise ConfigError(f"image {bad} cannot be decoded: remove it (python scripts/check_data.py "
-                                  f"{data_dir} --quarantine DIR) or pass --bad_images skip") from err
-            if state.interrupted:
-                if state.history and state.history[-1]["epoch"] == epoch + 1:  # the epoch had finished
-                    log(f"interrupted after epoch {epoch + 1}, saved in {state.last_checkpoint}; continue with the "
-                        "same command plus --resume")
+    try:
+        with _interruptible(state):
+            for epoch in range(start_epoch, cfg.epochs):
+                skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
+                train_data = source.train_data(cfg, epoch, rank, world, skip)
+                try:
+                    model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
+                except RuntimeError as err:
+                    bad = data.decode_failure(err)
+                    if bad is None:
+                        raise
+                    raise ConfigError(f"image {bad} cannot be decoded: remove it (python scripts/check_data.py "
+                                      f"{data_dir} --quarantine DIR) or pass --bad_images skip") from err
+                if state.interrupted:
+                    if state.history and state.history[-1]["epoch"] == epoch + 1:  # the epoch had finished
+                        log(f"interrupted after epoch {epoch + 1}, saved in {state.last_checkpoint}; continue with the "
+                            "same command plus --resume")
+                        break
+                    path = _save_interrupted(train_cell, cfg, meta, state) if writer else ""
+                    log(f"interrupted at epoch {state.epoch + 1} step {state.step_in_epoch}: saved {path}; continue with "
+                        f"the same command plus --resume")
                     break
-                path = _save_interrupted(train_cell, cfg, meta, state) if writer else ""
-                log(f"interrupted at epoch {state.epoch + 1} step {state.step_in_epoch}: saved {path}; continue with "
-                    f"the same command plus --resume")
-                break
-    if board is not None:
-        board.close()
-    compile_cache.disable()  # graphs this process compiles later (eval, another run) are not this run's
+    finally:  # also when the run fails: the writer is closed, later compiles are not this run's
+        if board is not None:
+            board.close()
+        compile_cache.disable()
     last = state.history[-1] if state.history else {}
     if cfg.finetune_mode == "linear":
         log(f"head training: {time.perf_counter() - started:.1f} s for {cfg.epochs - start_epoch} epoch(s) on the "
