@@ -12,12 +12,12 @@ LAYER_NORM_OPS = 5
 def stage_table(cfg: ViTConfig) -> list[tuple[str, int, int]]:
     """[(stage, parameters, MACs)] for one image: patch embedding, the blocks' parts (before and after TokenLearner
     when there is one, and TokenLearner/TokenFuser themselves), final norm and head."""
-    d, n, h = cfg.embed_dim, cfg.num_patches, cfg.num_heads
+    d, n, h, r = cfg.embed_dim, cfg.num_patches, cfg.num_heads, cfg.num_register_tokens
     patch_in = cfg.in_channels * cfg.patch_size ** 2
     rows = [("patch embedding", patch_in * d + d, n * patch_in * d),
-            ("class token + positions", d + (n + 1) * d, 0)]
+            ("class token + positions" + (f" + {r} registers" if r else ""), d + (n + 1) * d + r * d, 0)]
     k, s, b = cfg.learner_after, cfg.token_learner_tokens, cfg.token_learner_bottleneck
-    spans = [(cfg.num_layers, n + 1, "")] if not s else [(k, n + 1, f" ({n + 1} tokens)"),
+    spans = [(cfg.num_layers, n + 1 + r, "")] if not s else [(k, n + 1, f" ({n + 1} tokens)"),
                                                           (cfg.num_layers - k, s + 1, f" ({s + 1} tokens)")]
     scorer_params, scorer_macs = 2 * d + d * b + b + b * s + s, n * (d * b + b * s) + LAYER_NORM_OPS * n * d
     for layers, t, label in spans:
@@ -27,17 +27,18 @@ def stage_table(cfg: ViTConfig) -> list[tuple[str, int, int]]:
     if cfg.token_fuser:
         rows.append((f"TokenFuser ({s} -> {n} tokens)", 4 * d + s * s + s + scorer_params,
                      scorer_macs + s * s * d + n * s * d + 2 * LAYER_NORM_OPS * s * d))
-    t_out = n + 1 if not s or cfg.token_fuser else s + 1
+    t_out = n + 1 + r if not s or cfg.token_fuser else s + 1
+    head_in = cfg.head_dim
     rows += [("final LayerNorm", 2 * d, LAYER_NORM_OPS * t_out * d),
-             ("head", d * cfg.num_classes + cfg.num_classes, d * cfg.num_classes)]
+             ("head", head_in * cfg.num_classes + cfg.num_classes, head_in * cfg.num_classes)]
     return rows
 
 
 def _block_rows(cfg: ViTConfig, layers: int, t: int, label: str) -> list[tuple[str, int, int]]:
     d, h = cfg.embed_dim, cfg.num_heads
-    attn_params = d * 3 * d + 3 * d + d * d + d
+    attn_params = d * 3 * d + 3 * d + d * d + d + (d if cfg.layer_scale else 0)
     attn_macs = t * d * 3 * d + 2 * h * t * t * (d // h) + t * d * d
-    mlp_params = 2 * d * cfg.mlp_dim + cfg.mlp_dim + d
+    mlp_params = 2 * d * cfg.mlp_dim + cfg.mlp_dim + d + (d if cfg.layer_scale else 0)
     mlp_macs = 2 * t * d * cfg.mlp_dim
     norm_macs = LAYER_NORM_OPS * t * d
     return [(f"{layers} x attention (qkv, scores, out){label}", layers * attn_params, layers * attn_macs),
@@ -56,7 +57,7 @@ def training_activation_bytes(cfg: ViTConfig) -> int:
     attention score) were fitted to the resident memory of ViT-B/16 training steps at batches 2, 4, 8 and 16
     (0.4 GB per image, bench/NOTES.md); the backend keeps every intermediate of a step's graph.
     """
-    t = cfg.num_patches + 1
+    t = cfg.num_patches + cfg.num_prefix_tokens
     per_layer = t * (18 * cfg.embed_dim + 5 * cfg.mlp_dim) + 6 * cfg.num_heads * t * t
     return 4 * cfg.num_layers * per_layer
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 GELU_FORMS = ("tanh", "erf")
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "cls_mean")
 PATCH_IMPLS = ("matmul", "conv")
 GELU_IMPLS = ("auto", "kernel", "elementwise")
 NORM_IMPLS = ("auto", "kernel", "gemv")
@@ -41,7 +41,12 @@ class ViTConfig:
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over the blocks.
         layer_norm_eps: LayerNorm epsilon (tutorial/MindSpore 1e-7, timm 1e-6, HF 1e-12).
         gelu: "tanh" (MindSpore's nn.GELU default, the tutorial) or "erf" (exact, timm and HF).
-        pool: "cls" (class token, the tutorial) or "mean" (mean of the patch tokens).
+        pool: the head's input: "cls" (class token, the tutorial), "mean" (mean of the patch tokens) or "cls_mean"
+            (both, concatenated: DINOv2's linear evaluation and transformers' Dinov2ForImageClassification).
+        layer_scale: LayerScale's initial value (CaiT, DINOv2): each block's attention and MLP outputs are multiplied
+            by a learned per-channel gamma before the residual add. 0: no LayerScale (the tutorial's tree).
+        num_register_tokens: learned register tokens (DINOv2 with registers) placed after the class token, after the
+            position embedding is added; they have no position and never reach the head.
         patch_impl: "matmul" (patches reshaped and multiplied by the conv kernel: same weights, same result,
             ~20x faster on CPU) or "conv" (the tutorial's Conv2d).
         gelu_impl: how the tanh-form GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (the same function as
@@ -71,6 +76,8 @@ class ViTConfig:
     layer_norm_eps: float = 1e-7
     gelu: str = "tanh"
     pool: str = "cls"
+    layer_scale: float = 0.0
+    num_register_tokens: int = 0
     patch_impl: str = "matmul"
     gelu_impl: str = "auto"
     norm_impl: str = "auto"
@@ -91,12 +98,17 @@ class ViTConfig:
                 raise ConfigError(f"model option {name} must be in [0, 1), got {value!r}")
         if not float(self.layer_norm_eps) > 0:
             raise ConfigError(f"model option layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
-        for name in ("token_learner_tokens", "token_learner_layer"):
+        if not float(self.layer_scale) >= 0:
+            raise ConfigError(f"model option layer_scale must be >= 0 (0: no LayerScale), got {self.layer_scale!r}")
+        for name in ("token_learner_tokens", "token_learner_layer", "num_register_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model option {name} must be a non-negative integer, got {getattr(self, name)!r}")
         if self.token_learner_tokens and not 1 <= self.learner_after < self.num_layers:
             raise ConfigError(f"token_learner_layer {self.token_learner_layer} must leave at least one block on each "
                               f"side of TokenLearner: 1 .. {self.num_layers - 1} (0: half of num_layers)")
+        if self.token_learner_tokens and self.num_register_tokens:
+            raise ConfigError("TokenLearner with register tokens: TokenLearner pools the patch tokens, which it finds "
+                              "after the class token only; set token_learner_tokens 0 or num_register_tokens 0")
         if self.token_fuser and not self.token_learner_tokens:
             raise ConfigError("token_fuser needs TokenLearner: set token_learner_tokens too")
         if self.token_fuser and self.pool != "mean":
@@ -137,7 +149,19 @@ class ViTConfig:
         s, b = self.token_learner_tokens, self.token_learner_bottleneck
         scorer = 2 * d + d * b + b + b * s + s
         learner = (scorer if s else 0) + (4 * d + s * s + s + scorer if self.token_fuser else 0)
-        return embed + self.num_layers * block + learner + 2 * d + d * self.num_classes + self.num_classes
+        block += 2 * d if self.layer_scale else 0
+        embed += self.num_register_tokens * d
+        return embed + self.num_layers * block + learner + 2 * d + self.head_dim * self.num_classes + self.num_classes
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token and the registers."""
+        return 1 + self.num_register_tokens
+
+    @property
+    def head_dim(self) -> int:
+        """Width of the head's input: the token width, twice that for pool "cls_mean"."""
+        return self.embed_dim * (2 if self.pool == "cls_mean" else 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,7 +171,16 @@ def _preset(patch: int, dim: int, layers: int, heads: int, mlp: int) -> dict:
     return {"patch_size": patch, "embed_dim": dim, "num_layers": layers, "num_heads": heads, "mlp_dim": mlp}
 
 
-# The sizes of the ViT paper (Table 1) and DeiT (Ti, S); `vit_tiny_test` is for tests and demos.
+def _dinov2(dim: int, layers: int, heads: int, registers: int = 0) -> dict:
+    """DINOv2 (Oquab et al., 2023): patch 14, LayerScale, exact GELU, eps 1e-6, and the class token with the mean
+    patch token as the head's input (its linear evaluation). Trained at 518 px; the presets run at 224, the position
+    grid resized when weights load."""
+    return {**_preset(14, dim, layers, heads, 4 * dim), "layer_scale": 1e-5, "gelu": "erf", "layer_norm_eps": 1e-6,
+            "pool": "cls_mean", "num_register_tokens": registers}
+
+
+# The sizes of the ViT paper (Table 1) and DeiT (Ti, S); DINOv2's S/B/L with and without 4 registers (giant's SwiGLU
+# MLP is not implemented); `vit_tiny_test` is for tests and demos.
 PRESETS: dict[str, dict] = {
     "vit_ti_16": _preset(16, 192, 12, 3, 768),
     "vit_s_16": _preset(16, 384, 12, 6, 1536),
@@ -155,6 +188,12 @@ PRESETS: dict[str, dict] = {
     "vit_b_32": _preset(32, 768, 12, 12, 3072),
     "vit_l_16": _preset(16, 1024, 24, 16, 4096),
     "vit_l_32": _preset(32, 1024, 24, 16, 4096),
+    "dinov2_s14": _dinov2(384, 12, 6),
+    "dinov2_b14": _dinov2(768, 12, 12),
+    "dinov2_l14": _dinov2(1024, 24, 16),
+    "dinov2_s14_reg": _dinov2(384, 12, 6, 4),
+    "dinov2_b14_reg": _dinov2(768, 12, 12, 4),
+    "dinov2_l14_reg": _dinov2(1024, 24, 16, 4),
     "vit_tiny_test": {**_preset(8, 32, 2, 4, 64), "image_size": 32, "num_classes": 10},
 }
 
@@ -191,7 +230,7 @@ class TrainConfig:
     """
 
     # model
-    model: str = "vit_b_16"  # preset name (ms_vit.PRESETS)
+    model: str = ""  # preset name (ms_vit.PRESETS); "": the architecture the pretrained weights describe, else vit_b_16
     image_size: int = 224
     patch_size: int = 0  # 0: the preset's; likewise embed_dim, num_layers, num_heads, mlp_dim
     embed_dim: int = 0
@@ -204,7 +243,8 @@ class TrainConfig:
     token_learner_tokens: int = 0  # > 0: TokenLearner V1.1 with this many tokens (ms_vit.token_learner)
     token_learner_layer: int = 0  # after this many blocks (0: half of them)
     token_fuser: bool = False  # map the learned tokens back onto the patches after the last block (needs pool mean)
-    pool: str = ""  # cls (class token) or mean (of the other tokens); "" keeps the preset's (cls)
+    pool: str = ""  # head input: cls (class token), mean (of the patch tokens), cls_mean (both); "": the weights' or preset's
+    num_register_tokens: int = 0  # DINOv2 register tokens (0: the weights' or preset's; must match the weights)
     gelu: str = ""  # tanh or erf ("": the pretrained weights' form, else the preset's tanh)
     layer_norm_eps: float = 0.0  # LayerNorm epsilon (0: the pretrained weights', else the preset's 1e-7)
     norm_impl: str = ""  # LayerNorm backward: gemv (faster on CPU, +0.7 GB for ViT-B), kernel ("": gemv on CPU only)
@@ -327,7 +367,9 @@ class TrainConfig:
         if self.finetune_mode == "linear" and not self.pretrained:
             raise ConfigError("finetune_mode linear trains only the head on the backbone's features, which needs "
                               "pretrained weights: give --pretrained CKPT, or use finetune_mode full")
-        depth = self.num_layers or PRESETS.get(self.model, {}).get("num_layers", 0)
+        # Without a preset the depth is the weights' (checked once they are read), or vit_b_16's without weights.
+        model = self.model or ("" if self.pretrained else "vit_b_16")
+        depth = self.num_layers or PRESETS.get(model, {}).get("num_layers", 0)
         if depth and self.freeze_blocks > depth:
             raise ConfigError(f"freeze_blocks {self.freeze_blocks} is more than the model's {depth} blocks: use 0 .. "
                               f"{depth}")
@@ -356,7 +398,7 @@ class TrainConfig:
         pretrained weights')."""
         keys = ("image_size", "patch_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "drop_rate",
                 "attention_drop_rate", "drop_path_rate", "token_learner_tokens", "token_learner_layer", "token_fuser",
-                "pool", "gelu", "layer_norm_eps", "norm_impl")
+                "pool", "gelu", "layer_norm_eps", "norm_impl", "num_register_tokens")
         return {k: getattr(self, k) for k in keys if getattr(self, k) not in (0, "") or k.endswith("rate")}
 
     def preprocess_overrides(self) -> dict:

@@ -22,6 +22,11 @@ def load_for_inference(ckpt: str, model: str | None = None):
     from .factory import from_pretrained
 
     net = from_pretrained(ckpt, model=model)
+    if net.load_report.head_missing:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"{ckpt} is a backbone without a classifier: its predictions would be random; fine-tune "
+                              f"it first (run_finetune.sh --pretrained {ckpt} --data_dir DIR) and use that best.ckpt")
     net.set_train(False)
     prep, net.preprocess_source = resolve_preprocess({}, (net.pretrained_cfg, net.pretrained_cfg_source))
     net.preprocess = {"image_size": net.config.image_size, **prep}

@@ -50,8 +50,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def attention_rollout(maps: np.ndarray) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema, 2020): maps (layers, B, heads, T, T) -> (B, T - 1) class-token relevance.
+def attention_rollout(maps: np.ndarray, prefix: int = 1) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020): maps (layers, B, heads, T, T) -> (B, T - prefix) class-token
+    relevance of the patch tokens (``prefix``: the class token and any registers, which are not image positions).
 
     Heads are averaged, the residual connection is added as identity, rows renormalised, and the layers multiplied.
     """
@@ -61,7 +62,7 @@ def attention_rollout(maps: np.ndarray) -> np.ndarray:
         a = layer.mean(axis=1) + np.eye(tokens)
         a = a / a.sum(axis=-1, keepdims=True)
         rollout = a @ rollout
-    relevance = rollout[:, 0, 1:]
+    relevance = rollout[:, 0, prefix:]
     return relevance / np.maximum(relevance.max(axis=1, keepdims=True), 1e-12)
 
 
@@ -143,7 +144,7 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
         batch = ms.Tensor(np.stack([preprocess(img, net.preprocess) for img in images]))
         if attention:
             logits, maps = runner(batch)
-            heats = attention_rollout(maps.asnumpy().astype(np.float64))
+            heats = attention_rollout(maps.asnumpy().astype(np.float64), net.config.num_prefix_tokens)
         else:
             logits, heats = runner(batch), [None] * len(kept)
         probs = softmax(logits.asnumpy().astype(np.float64))

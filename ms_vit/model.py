@@ -2,7 +2,9 @@
 
 Parameter names are those the MindSpore ViT tutorial's network writes with ``ms.save_checkpoint``
 (``cls``, ``pos_embedding``, ``patch_embedding.conv.*``, ``transformer.layers.{i}.{0|1}.cell.{0|1}.*``,
-``norm.*``, ``dense.*``), so its ``vit_b_16_224.ckpt`` loads without renaming.
+``norm.*``, ``dense.*``), so its ``vit_b_16_224.ckpt`` loads without renaming. What the tutorial lacks adds names
+of its own only where a config turns it on: LayerScale (``transformer.layers.{i}.{0|1}.layer_scale.gamma``) and
+register tokens (``register_tokens``), so DINOv2 weights load into the same tree.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .token_learner import TokenFuser, TokenLearner
 
 HEAD_PARAMS = ("dense.weight", "dense.bias")
 POS_EMBED_PARAM = "pos_embedding"
+REGISTER_PARAM = "register_tokens"
+# Tokens added to the patches: no weight decay (ms_vit.optim), frozen with the patch embedding (ms_vit.modes).
+EMBEDDING_PARAMS = ("cls", POS_EMBED_PARAM, REGISTER_PARAM)
 
 
 class DropPath(nn.Cell):
@@ -118,12 +123,25 @@ class FeedForward(nn.Cell):
         return self.dropout(self.dense2(x))
 
 
-class PreNorm(nn.Cell):
-    """LayerNorm then a sub-layer; held as ``cell.0`` / ``cell.1``, the tutorial's parameter paths."""
+class LayerScale(nn.Cell):
+    """A learned per-channel scale of a residual branch (Touvron et al., CaiT; DINOv2), initialised to ``init``."""
 
-    def __init__(self, norm: nn.Cell, fn: nn.Cell):
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = Parameter(initializer(float(init), (dim,), ms.float32), name="gamma")
+
+    def construct(self, x):
+        return x * self.gamma.astype(x.dtype)
+
+
+class PreNorm(nn.Cell):
+    """LayerNorm then a sub-layer; held as ``cell.0`` / ``cell.1``, the tutorial's parameter paths. ``layer_scale`` is the
+    branch's LayerScale when the model has one (``layer_scale.gamma``), else the identity (no parameter)."""
+
+    def __init__(self, norm: nn.Cell, fn: nn.Cell, layer_scale: float = 0.0, dim: int = 0):
         super().__init__()
         self.cell = nn.CellList([norm, fn])
+        self.layer_scale = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
 
     def construct(self, x):
         return self.cell[1](self.cell[0](x))
@@ -144,9 +162,11 @@ class TransformerEncoder(nn.Cell):
                                   attention_drop_rate=cfg.attention_drop_rate)
             feedforward = FeedForward(dim=cfg.embed_dim, hidden_dim=cfg.mlp_dim, gelu=cfg.gelu, drop_rate=cfg.drop_rate,
                                       gelu_impl=cfg.gelu_impl)
+            scale = dict(layer_scale=cfg.layer_scale, dim=cfg.embed_dim)
             layers.append(nn.CellList([
-                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps, impl=cfg.norm_impl), attention),
-                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps, impl=cfg.norm_impl), feedforward),
+                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps, impl=cfg.norm_impl), attention, **scale),
+                PreNorm(LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps, impl=cfg.norm_impl), feedforward,
+                        **scale),
             ]))
             rate = cfg.drop_path_rate * i / max(cfg.num_layers - 1, 1)
             drop_paths.append(DropPath(rate))
@@ -168,8 +188,8 @@ class TransformerEncoder(nn.Cell):
         done = 0
         for layer, drop_path in zip(self.layers, self.drop_paths):
             out, attn = layer[0](x)
-            x = x + drop_path(out)
-            x = x + drop_path(layer[1](x))
+            x = x + drop_path(layer[0].layer_scale(out))
+            x = x + drop_path(layer[1].layer_scale(layer[1](x)))
             attentions = attentions + (attn,)
             done = done + 1
             if done == self.frozen_blocks:  # a constant too: the backward pass ends at the last frozen block
@@ -203,24 +223,38 @@ class ViT(nn.Cell):
         self.pos_embedding = Parameter(
             initializer(TruncatedNormal(0.02), (1, cfg.num_patches + 1, cfg.embed_dim), ms.float32),
             name=POS_EMBED_PARAM)
+        self.num_registers = cfg.num_register_tokens
+        self.num_prefix = cfg.num_prefix_tokens
+        if self.num_registers:
+            # Zeros, as transformers initialises them; they have no position, as in DINOv2.
+            self.register_tokens = Parameter(initializer(Zero(), (1, self.num_registers, cfg.embed_dim), ms.float32),
+                                             name=REGISTER_PARAM)
         self.pos_dropout = nn.Dropout(p=cfg.drop_rate)
         self.transformer = TransformerEncoder(cfg)
         self.norm = LayerNorm((cfg.embed_dim,), epsilon=cfg.layer_norm_eps, impl=cfg.norm_impl)
         self.dropout = nn.Dropout(p=cfg.drop_rate)
-        self.dense = dense_layer(cfg.embed_dim, cfg.num_classes)
+        self.dense = dense_layer(cfg.head_dim, cfg.num_classes)
 
     def forward_features(self, x):
-        """Images (B, C, H, W) -> (normalised tokens (B, 1 + patches, D), tuple of (B, heads, T, T) maps)."""
+        """Images (B, C, H, W) -> (normalised tokens (B, 1 + registers + patches, D), tuple of (B, heads, T, T) maps).
+
+        The tokens are in the order of transformers' ``last_hidden_state``: class token, registers, patches."""
         x = self.patch_embedding(x)
         cls_tokens = ops.tile(self.cls_token.astype(x.dtype), (x.shape[0], 1, 1))
         x = ops.concat((cls_tokens, x), axis=1) + self.pos_embedding.astype(x.dtype)
+        if self.num_registers:  # a constant: graph mode compiles one branch
+            registers = ops.tile(self.register_tokens.astype(x.dtype), (x.shape[0], 1, 1))
+            x = ops.concat((x[:, :1], registers, x[:, 1:]), axis=1)
         x, attentions = self.transformer(self.pos_dropout(x))
         return self.norm(x), attentions
 
     def pool_tokens(self, x):
-        """Tokens -> pre-logits features (B, D): the class token, or the mean of the patch tokens."""
+        """Tokens -> pre-logits features: the class token (B, D), the mean of the patch tokens (B, D), or both
+        concatenated (B, 2D) for pool "cls_mean". Registers are never pooled."""
         if self.pool == "mean":
-            return x[:, 1:].mean(axis=1)
+            return x[:, self.num_prefix:].mean(axis=1)
+        if self.pool == "cls_mean":
+            return ops.concat((x[:, 0], x[:, self.num_prefix:].mean(axis=1)), axis=-1)
         return x[:, 0]
 
     def forward_head(self, x):

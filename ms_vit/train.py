@@ -320,7 +320,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     from .checkpoint.read import read_checkpoint
     from .distributed import all_reduce_sum, init_data_parallel
     from .download import fetch
-    from .factory import create_model
+    from .factory import create_model, resolve_weights
     from .modes import apply_mode
     from .optim import lr_schedule
     from .runtime import set_up
@@ -335,23 +335,27 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
                           "an equal share)")
     data_dir = resolve_data_dir(cfg, log)
     # The weights' preprocessing and numerics, unless the run sets them: resolved before the data and config.yaml.
-    pretrained = fetch(cfg.pretrained, "ckpt", cfg.pretrained_sha256, log=log) if cfg.pretrained else None
+    pretrained, origin = resolve_weights(cfg.pretrained, log) if cfg.pretrained else (None, {})
+    pretrained = fetch(pretrained, "ckpt", cfg.pretrained_sha256, log=log) if pretrained else None
     ckpt = read_checkpoint(pretrained) if pretrained else None
     prep, prep_where = resolve_preprocess(cfg.preprocess_overrides(), source_preprocess(ckpt) if ckpt else None)
     cfg = dataclasses.replace(cfg, **prep)
     log(f"preprocessing: {describe_preprocess(prep)} ({prep_where})")
     source = (CifarSource if cfg.dataset == "cifar10" else FolderSource)(data_dir, cfg, log)
     classes, n_train, bad_files = source.classes, source.n_train, source.bad_files
+
+    ms.set_seed(cfg.seed)
+    # create_model gives the net the weights' architecture (without --model), LayerNorm epsilon and GELU form;
+    # gelu/layer_norm_eps set here win. Built before the output folder is written: bad weights leave nothing there.
+    net = create_model(cfg.model or (None if ckpt else "vit_b_16"), num_classes=len(classes), pretrained=ckpt,
+                       strict_head=cfg.strict_head, **cfg.model_overrides())
+    ckpt = None  # the net holds the weights now: do not keep a second copy through training
+    if origin and not cfg.model:
+        net.model_name = f"hf-hub:{origin['hub_name']}"
     if writer:
         prepare_output(cfg.output_dir)
         _remove_partial_files(cfg.output_dir)
         _write_run_files(cfg, classes)
-
-    ms.set_seed(cfg.seed)
-    # create_model gives the net the weights' LayerNorm epsilon and GELU form; gelu/layer_norm_eps set here win.
-    net = create_model(cfg.model, num_classes=len(classes), pretrained=ckpt, strict_head=cfg.strict_head,
-                       **cfg.model_overrides())
-    ckpt = None  # the net holds the weights now: do not keep a second copy through training
     if net.load_report:
         for line in net.load_report.lines():
             log(line)
@@ -384,7 +388,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
     # training loss as a mean of batch means, and would run the whole val set on every process.
     model = Model(train_cell)
 
-    meta = {"format": "ms_vit", "version": 1, "model_name": cfg.model, "model": net.config.to_dict(),
+    meta = {"format": "ms_vit", "version": 1, "model_name": net.model_name, "model": net.config.to_dict(), **origin,
             "class_names": classes, "image_size": cfg.image_size, "mean": cfg.mean, "std": cfg.std,
             "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation, "preprocessing_from": prep_where,
             "finetune_mode": cfg.finetune_mode, "train_config": cfg.to_dict()}
@@ -414,7 +418,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         board = open_writer(cfg.output_dir)
         callbacks.append(TensorBoardLog(state, board))
         log(f"TensorBoard events: {os.path.join(cfg.output_dir, 'tensorboard')} (tensorboard --logdir there)")
-    log(f"training {cfg.model} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
+    log(f"training {net.model_name} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
         + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
     started = time.perf_counter()

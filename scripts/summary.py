@@ -43,7 +43,10 @@ def main(argv):
             overrides[key] = getattr(args, key)
     if args.token_fuser:
         overrides["token_fuser"] = True
-    if args.model in PRESETS or not (os.path.exists(args.model) or os.path.splitext(args.model)[1]):
+    from ms_vit.hub import is_hub_name
+
+    if args.model in PRESETS or not (os.path.exists(args.model) or os.path.splitext(args.model)[1]
+                                     or is_hub_name(args.model)):
         if args.image_size:
             overrides["image_size"] = args.image_size
         net = create_model(args.model, num_classes=args.num_classes, **overrides)

@@ -12,6 +12,13 @@ PARAMETERS = {
     "vit_l_16": 304_326_632,
     "vit_l_32": 306_535_400,
     "vit_tiny_test": 24_234,  # at its own 32 px and 10 classes
+    # DINOv2 at 224 px with a 1000-class head on the class token and mean patch token (2 x width inputs).
+    "dinov2_s14": 22_397_800,
+    "dinov2_b14": 87_261_928,
+    "dinov2_l14": 305_276_904,
+    "dinov2_s14_reg": 22_399_336,
+    "dinov2_b14_reg": 87_265_000,
+    "dinov2_l14_reg": 305_281_000,
 }
 
 
@@ -24,8 +31,17 @@ def test_parameter_count(name):
     assert model_config(name).num_parameters == PARAMETERS[name]
 
 
+def test_dinov2_s14_backbone_has_dinov2s_parameter_count():
+    """transformers' Dinov2Model for ViT-S/14 (518 px) has 22,056,576 parameters, 384 of them its mask token (used
+    only in DINOv2's masked pre-training, so ms_vit does not build it); the head is a 2 x 384 -> classes Dense."""
+    cfg = model_config("dinov2_s14", image_size=518, num_classes=1000)
+    head = 2 * 384 * 1000 + 1000
+    assert cfg.num_parameters - head + 384 == 22_056_576
+
+
 def test_analytic_count_equals_the_built_cell():
-    for overrides in ({}, {"num_classes": 7, "image_size": 48, "mlp_dim": 40}):
+    for overrides in ({}, {"num_classes": 7, "image_size": 48, "mlp_dim": 40},
+                      {"layer_scale": 1e-5, "num_register_tokens": 3, "pool": "cls_mean"}):
         net = ms_vit.create_model("vit_tiny_test", **overrides)
         assert sum(p.size for p in net.get_parameters()) == net.config.num_parameters
 

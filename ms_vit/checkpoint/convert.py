@@ -2,7 +2,9 @@
 
 No Cell, no file I/O, no MindSpore: each function can be tested on a dict built in the test.
 Formats: "tutorial" (also old mindcv: the same tree under ``backbone.`` with ``head.classifier``), "timm",
-"mindcv" (timm's names with MindSpore's gamma/beta), "hf" (transformers' ViT, classic and 5.x names), "npz" (Google).
+"mindcv" (timm's names with MindSpore's gamma/beta), "hf" (transformers' ViT, classic and 5.x names), "npz" (Google),
+"hf_dinov2" (transformers' Dinov2Model / Dinov2WithRegistersModel and their classifiers), "timm_dinov2" (timm's
+``vit_*_patch14_dinov2`` and ``*_reg4_dinov2``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 # (LayerNorm epsilon, GELU form) each source trains with; "mindcv" keeps MindSpore's nn.GELU default (tanh).
 SOURCE_NUMERICS = {"tutorial": (1e-7, "tanh"), "timm": (1e-6, "erf"), "mindcv": (1e-6, "tanh"), "hf": (1e-12, "erf"),
-                   "npz": (1e-6, "erf")}
+                   "npz": (1e-6, "erf"), "hf_dinov2": (1e-6, "erf"), "timm_dinov2": (1e-6, "erf")}
 
 
 def _block(i, part: str) -> str:
@@ -32,21 +34,27 @@ _TIMM_RULES = [
     (r"blocks\.(\d+)\.norm2\.(\w+)", lambda m: _block(m[1], f"1.cell.0.{_NORM[m[2]]}")),
     (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", lambda m: _block(m[1], f"1.cell.1.dense1.{m[2]}")),
     (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", lambda m: _block(m[1], f"1.cell.1.dense2.{m[2]}")),
+    (r"blocks\.(\d+)\.ls([12])\.gamma", lambda m: _block(m[1], f"{int(m[2]) - 1}.layer_scale.gamma")),
+    (r"reg_token", lambda m: "register_tokens"),
     (r"norm\.(\w+)", lambda m: f"norm.{_NORM[m[1]]}"),
     (r"head(?:\.classifier)?\.(weight|bias)", lambda m: f"dense.{m[1]}"),
 ]
 
-_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
+# The base model's prefix inside transformers' classifiers: ViTForImageClassification, Dinov2ForImageClassification.
+_BASE = r"(?:vit\.|dinov2\.|dinov2_with_registers\.)?"
+_LAYER = _BASE + r"(?:encoder\.layer|layers)\.(\d+)\."
 _HF_RULES = [
-    (r"(?:vit\.)?embeddings\.cls_token", lambda m: "cls"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", lambda m: "pos_embedding"),
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.(weight|bias)", lambda m: f"patch_embedding.conv.{m[1]}"),
-    (_LAYER + r"layernorm_before\.(weight|bias)", lambda m: _block(m[1], f"0.cell.0.{_NORM[m[2]]}")),
+    (_BASE + r"embeddings\.cls_token", lambda m: "cls"),
+    (_BASE + r"embeddings\.position_embeddings", lambda m: "pos_embedding"),
+    (_BASE + r"embeddings\.register_tokens", lambda m: "register_tokens"),
+    (_BASE + r"embeddings\.patch_embeddings\.projection\.(weight|bias)", lambda m: f"patch_embedding.conv.{m[1]}"),
+    (_LAYER + r"(?:layernorm_before|norm1)\.(weight|bias)", lambda m: _block(m[1], f"0.cell.0.{_NORM[m[2]]}")),
     (_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", lambda m: _block(m[1], f"0.cell.1.out.{m[2]}")),
-    (_LAYER + r"layernorm_after\.(weight|bias)", lambda m: _block(m[1], f"1.cell.0.{_NORM[m[2]]}")),
+    (_LAYER + r"(?:layernorm_after|norm2)\.(weight|bias)", lambda m: _block(m[1], f"1.cell.0.{_NORM[m[2]]}")),
     (_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", lambda m: _block(m[1], f"1.cell.1.dense1.{m[2]}")),
     (_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", lambda m: _block(m[1], f"1.cell.1.dense2.{m[2]}")),
-    (r"(?:vit\.)?layernorm\.(weight|bias)", lambda m: f"norm.{_NORM[m[1]]}"),
+    (_LAYER + r"layer_scale([12])\.lambda1", lambda m: _block(m[1], f"{int(m[2]) - 1}.layer_scale.gamma")),
+    (_BASE + r"layernorm\.(weight|bias)", lambda m: f"norm.{_NORM[m[1]]}"),
     (r"classifier\.(weight|bias)", lambda m: f"dense.{m[1]}"),
 ]
 _HF_QKV = re.compile(_LAYER + r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$")
@@ -60,10 +68,18 @@ def detect_format(params: dict) -> str:
     if "Transformer/posembed_input/pos_embedding" in names:
         return "npz"
     if any(n.endswith("embeddings.cls_token") for n in names):
-        return "hf"
+        return "hf_dinov2" if any(n.endswith(("layer_scale1.lambda1", "embeddings.mask_token")) for n in names) else "hf"
     if "pos_embed" in names and "blocks.0.attn.qkv.weight" in names:
+        if "blocks.0.ls1.gamma" in names:
+            return "timm_dinov2"
         return "mindcv" if "blocks.0.norm1.gamma" in names else "timm"
     return "unknown"
+
+
+def pos_antialias(fmt: str, params: dict) -> bool:
+    """Whether the source resizes its position grid with torch's antialiased bicubic: timm does (resample_abs_pos_embed),
+    and so does transformers' Dinov2WithRegisters; transformers' Dinov2 and every other source use plain bicubic."""
+    return fmt == "timm_dinov2" or (fmt == "hf_dinov2" and any(n.endswith("register_tokens") for n in params))
 
 
 def _rename(params: dict, rules) -> tuple[dict, list]:
@@ -89,8 +105,15 @@ def from_tutorial(params: dict) -> tuple[dict, list]:
 
 
 def from_timm(params: dict) -> tuple[dict, list]:
-    """timm's VisionTransformer (and mindcv's timm-style ViT): same layouts, other names."""
-    return _rename(params, _TIMM_RULES)
+    """timm's VisionTransformer (and mindcv's timm-style ViT): same layouts, other names.
+
+    timm's DINOv2 with registers has no class position (``no_embed_class``: its class token already holds it), so
+    its positions gain a zero class entry: the same sums, in the tree every other source uses."""
+    out, ignored = _rename(params, _TIMM_RULES)
+    pos = out.get("pos_embedding")
+    if "register_tokens" in out and pos is not None and round(np.sqrt(pos.shape[1])) ** 2 == pos.shape[1]:
+        out["pos_embedding"] = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
+    return out, ignored
 
 
 def from_hf(params: dict) -> tuple[dict, list]:
@@ -145,7 +168,8 @@ def from_npz(params: dict) -> tuple[dict, list]:
     return {k: np.ascontiguousarray(v) for k, v in out.items()}, ignored
 
 
-CONVERTERS = {"tutorial": from_tutorial, "timm": from_timm, "mindcv": from_timm, "hf": from_hf, "npz": from_npz}
+CONVERTERS = {"tutorial": from_tutorial, "timm": from_timm, "mindcv": from_timm, "hf": from_hf, "npz": from_npz,
+              "hf_dinov2": from_hf, "timm_dinov2": from_timm}
 
 
 def npz_num_heads(params: dict) -> int | None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CheckpointError
-from ..model import HEAD_PARAMS, POS_EMBED_PARAM
+from ..model import HEAD_PARAMS, POS_EMBED_PARAM, REGISTER_PARAM
 from .adapt import resize_pos_embed, split_optimizer_state, strip_prefixes
-from .convert import CONVERTERS, detect_format
+from .convert import CONVERTERS, detect_format, pos_antialias
 from .read import read_checkpoint
 
 
@@ -27,12 +27,13 @@ class LoadReport:
     source: str
     loaded: list = field(default_factory=list)
     head_reset: list = field(default_factory=list)
-    resized: list = field(default_factory=list)  # (name, old shape, new shape)
+    resized: list = field(default_factory=list)  # (name, old shape, new shape, how)
     ignored: list = field(default_factory=list)  # optimizer state and entries the net does not have
     fresh: list = field(default_factory=list)  # TokenLearner/TokenFuser parameters a plain ViT checkpoint lacks
     prefix: str = ""
     meta: dict = field(default_factory=dict)
     format: str = "tutorial"
+    head_missing: bool = False  # a backbone without a classifier (e.g. transformers' Dinov2Model): the head is new
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact a line (like HF's 'newly initialized' notice)."""
@@ -40,13 +41,14 @@ class LoadReport:
                + (f" ({self.format} layout, converted)" if self.format not in ("tutorial", "unknown") else "")
                + (f" (prefix {self.prefix!r} removed)" if self.prefix else "")]
         if self.head_reset:
-            out.append(f"re-initialised the classifier ({', '.join(self.head_reset)}): the checkpoint has another "
-                       "class count; train it before use")
+            why = "has no classifier (a backbone)" if self.head_missing else "has another class count"
+            out.append(f"re-initialised the classifier ({', '.join(self.head_reset)}): the checkpoint {why}; train it "
+                       "before use")
         if self.fresh:
             out.append(f"kept {len(self.fresh)} TokenLearner/TokenFuser parameters at their initial values: the "
                        "checkpoint is a plain ViT; they train from scratch")
-        for name, old, new in self.resized:
-            out.append(f"resized {name} from {tuple(old)} to {tuple(new)} (bicubic on the patch grid)")
+        for name, old, new, how in self.resized:
+            out.append(f"resized {name} from {tuple(old)} to {tuple(new)} ({how} on the patch grid, as the source does)")
         if self.ignored:
             shown = ", ".join(self.ignored[:6]) + (f", ... ({len(self.ignored)} in all)" if len(self.ignored) > 6 else "")
             out.append(f"ignored {len(self.ignored)} checkpoint entries not in the model (optimizer state etc.): {shown}")
@@ -93,13 +95,19 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
     if not any(name.startswith(ADDED_MODULES) for name in params):  # a plain ViT checkpoint into a TokenLearner ViT
         report.fresh = [name for name in missing if name.startswith(ADDED_MODULES)]
         missing = [name for name in missing if name not in report.fresh]
+    if missing and set(missing) == set(HEAD_PARAMS) and not strict_head:
+        report.head_missing = True  # a backbone: the head starts fresh, as for another class count
+        missing = []
+    _check_architecture(params, targets, missing, source, fmt)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise CheckpointError(f"{source} lacks {len(missing)} of the model's {len(targets)} parameters ({shown}): "
                               "it is another model or architecture; pick the matching --model or checkpoint")
     to_load = {}
+    if report.head_missing:
+        report.head_reset = list(HEAD_PARAMS)
     for name, param in targets.items():
-        if name in report.fresh:
+        if name in report.fresh or name in report.head_reset:
             continue
         value = np.asarray(params[name])
         want = tuple(param.shape)
@@ -109,11 +117,13 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
                 continue
             if name == POS_EMBED_PARAM and value.ndim == 3 and value.shape[2] == want[2]:
                 grid = int(round(np.sqrt(want[1] - 1)))
+                antialias = pos_antialias(fmt, params)
                 try:
-                    value = resize_pos_embed(value, (grid, grid))
+                    value = resize_pos_embed(value, (grid, grid), antialias=antialias)
                 except ValueError as err:
                     raise CheckpointError(f"{source}: cannot resize {name} {value.shape} to {want}: {err}") from err
-                report.resized.append((name, tuple(params[name].shape), want))
+                report.resized.append((name, tuple(params[name].shape), want,
+                                       "antialiased bicubic" if antialias else "bicubic"))
             else:
                 hint = (" (another class count, and strict_head is on: turn it off to re-initialise the head, or use a "
                         "checkpoint with this class count)" if name in HEAD_PARAMS
@@ -130,6 +140,28 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
     report.loaded = sorted(to_load)
     report.ignored = state + sorted(set(params) - set(targets))
     return report
+
+
+def _check_architecture(params: dict, targets: dict, missing: list, source: str, fmt: str) -> None:
+    """One line for weights whose LayerScale or register tokens disagree with the model's, before the generic
+    'lacks N parameters' (which would not say why)."""
+    has_scale = any(n.endswith(".layer_scale.gamma") for n in params)
+    wants_scale = any(n.endswith(".layer_scale.gamma") for n in targets)
+    lacking_scale = [n for n in missing if n.endswith(".layer_scale.gamma")]
+    if lacking_scale and has_scale:
+        raise CheckpointError(f"{source} is a LayerScale model ({fmt} layout) but lacks {lacking_scale[0]} "
+                              f"({len(lacking_scale)} LayerScale parameters missing): the file is incomplete; download "
+                              "or save it again")
+    if has_scale != wants_scale:
+        what = ("has LayerScale, the model has none" if has_scale else "has no LayerScale, the model has")
+        raise CheckpointError(f"{source} {what}: it is another architecture; leave --model out to take the "
+                              "architecture from the weights, or pick the matching preset (dinov2_* have LayerScale)")
+    have = int(np.asarray(params[REGISTER_PARAM]).shape[1]) if REGISTER_PARAM in params else 0
+    want = int(targets[REGISTER_PARAM].shape[1]) if REGISTER_PARAM in targets else 0
+    if have != want:
+        raise CheckpointError(f"{source} has {have} register tokens, the model {want}: leave --model and "
+                              "num_register_tokens out to take them from the weights, or pick the matching preset "
+                              "(dinov2_*_reg have 4)")
 
 
 def load_checkpoint(net, path: str, strict_head: bool = False) -> LoadReport:

@@ -24,16 +24,22 @@ _IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilin
 #   mindcv: its transforms_imagenet_eval defaults (ImageNet, bilinear, crop_pct 0.875);
 #   timm: vision_transformer.py's _cfg (the augreg/orig ViT weights): inception mean/std, bicubic, crop_pct 0.9;
 #   hf: ViTImageProcessor's defaults (google/vit-*): 0.5/0.5, bilinear, resized straight to the input size;
-#   npz: vit_jax's input_pipeline eval: (x - 127.5) / 127.5, tf.image.resize (bilinear) straight to the input size.
+#   npz: vit_jax's input_pipeline eval: (x - 127.5) / 127.5, tf.image.resize (bilinear) straight to the input size;
+#   hf_dinov2, timm_dinov2: DINOv2's evaluation transform (facebook/dinov2-* preprocessor_config.json): ImageNet
+#   mean/std, resize 256 bicubic, centre crop 224.
+_DINOV2 = {**_IMAGENET, "interpolation": "bicubic", "crop_pct": 224 / 256}
 SOURCE_PREPROCESS = {
     "tutorial": dict(_IMAGENET),
     "mindcv": dict(_IMAGENET),
     "timm": {"mean": HALF, "std": HALF, "interpolation": "bicubic", "crop_pct": 0.9},
     "hf": {"mean": HALF, "std": HALF, "interpolation": "bilinear", "crop_pct": 1.0},
     "npz": {"mean": HALF, "std": HALF, "interpolation": "bilinear", "crop_pct": 1.0},
+    "hf_dinov2": dict(_DINOV2),
+    "timm_dinov2": dict(_DINOV2),
 }
 SOURCE_NAMES = {"tutorial": "the MindSpore tutorial's", "mindcv": "mindcv's", "timm": "timm's ViT default",
-                "hf": "HF ViTImageProcessor's default", "npz": "Google vision_transformer's"}
+                "hf": "HF ViTImageProcessor's default", "npz": "Google vision_transformer's",
+                "hf_dinov2": "DINOv2's (transformers)", "timm_dinov2": "DINOv2's (timm)"}
 DEFAULT_PREPROCESS = dict(_IMAGENET)  # no pretrained weights: the tutorial's (ImageNet's) preprocessing
 
 # PIL's resampling codes, as HF's preprocessor_config.json stores them.
@@ -118,7 +124,7 @@ def source_preprocess(ckpt, fmt: str | None = None) -> tuple[dict, str]:
         where = f"{ckpt.path}/config.json pretrained_cfg"
         return from_timm_cfg(ckpt.pretrained_cfg, where), where
     if ckpt.source_config:
-        return base, f"{SOURCE_NAMES['hf']} ({ckpt.path} has no preprocessor_config.json)"
+        return base, f"{SOURCE_NAMES.get(fmt, SOURCE_NAMES['hf'])} ({ckpt.path} has no preprocessor_config.json)"
     if fmt in SOURCE_NAMES:
         return base, f"{SOURCE_NAMES[fmt]} preprocessing for {ckpt.path} (the file carries none)"
     return base, f"ImageNet's, the default ({ckpt.path} says nothing)"
