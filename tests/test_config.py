@@ -82,3 +82,17 @@ def test_unknown_preset_names_the_closest():
 def test_any_image_size_divisible_by_the_patch():
     assert ViTConfig(image_size=384).num_patches == 576
     assert ViTConfig(image_size=48, patch_size=16).grid_size == 3
+
+
+def test_every_recipe_is_a_valid_config():
+    import glob
+    import os
+
+    from conftest import ROOT
+
+    from ms_vit.config import make_train_config, read_yaml
+
+    recipes = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+    assert any(path.endswith("dinov2_s14_finetune.yaml") for path in recipes)
+    for path in recipes:
+        make_train_config(read_yaml(path))

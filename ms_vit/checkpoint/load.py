@@ -133,11 +133,14 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
         to_load[name] = ms.Parameter(ms.Tensor(value.astype(np_dtypes[param.dtype], copy=False)), name=name)
     if report.head_reset:
         net.init_head()
+    # Parameters kept at their (new) initial values go in as they are: MindSpore warns about every one left out.
+    for name in report.head_reset + report.fresh:
+        to_load[name] = ms.Parameter(targets[name].data.copy(), name=name)
     not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
     not_loaded = [name for name in not_loaded if name not in report.head_reset and name not in report.fresh]
     if not_loaded:
         raise CheckpointError(f"{source}: MindSpore did not load {', '.join(not_loaded[:5])}")
-    report.loaded = sorted(to_load)
+    report.loaded = sorted(set(to_load) - set(report.head_reset) - set(report.fresh))
     report.ignored = state + sorted(set(params) - set(targets))
     return report
 
