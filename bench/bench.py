@@ -119,7 +119,8 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
 
     import ms_vit
     from ms_vit.config import make_train_config
-    from ms_vit.train import build_train_cell, resolve_accum_steps
+    from ms_vit.complexity import batching
+    from ms_vit.train import build_train_cell
 
     device = ms_vit.set_up(None, "graph")
     ms.set_seed(0)
@@ -145,12 +146,13 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
     cfg = make_train_config({"model": model, "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
                              "accum_steps": accum, **MODES[kind]})
     apply_mode(net, cfg)
-    cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, batch, device))
+    plan = batching(cfg, model=net.config, device=device)
+    cfg = dataclasses.replace(cfg, accum_steps=plan.accum_steps)
     # The schedule is long enough for any number of timed or profiled steps.
     cell, _ = build_train_cell(net, cfg, net.config.num_classes, steps_per_epoch=1000, amp_level="O0")
     cell.set_train(True)
     y = ms.Tensor(rng.integers(0, net.config.num_classes, batch).astype(np.int32))
-    micro = batch // cfg.accum_steps
+    micro = plan.micro_batch
     pieces = [(x[i:i + micro], y[i:i + micro]) for i in range(0, batch, micro)]
 
     def step():  # one optimizer step: accum_steps calls

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 
@@ -12,6 +11,8 @@ import numpy as np
 from mindspore import nn
 from mindspore.train import Callback
 
+from . import metrics
+from .atomic import atomic_path, write_json_atomic
 from .checkpoint.save import save_checkpoint
 from .errors import MsVitError
 
@@ -122,16 +123,13 @@ class Progress(Callback):
 def val_sums(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """[images, top-1 hits, top-5 hits, summed cross-entropy] of a batch of logits against integer labels.
 
-    The loss is the plain (unsmoothed) softmax cross-entropy in float64, as ``evaluate.summarize`` computes it, so
-    metrics.csv and eval.py report the same number for the same weights and images; top-k as there (k = min(5, K)).
+    The loss is the plain (unsmoothed) softmax cross-entropy in float64, counted by ``metrics`` as
+    ``evaluate.summarize`` counts it, so metrics.csv and eval.py report the same number for the same weights and
+    images; top-k as there (k = min(5, K)).
     """
-    logits = np.asarray(logits, np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    top = np.argsort(-logits, axis=1)[:, :min(5, logits.shape[1])]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return np.array([len(labels), (top[:, 0] == labels).sum(), (top == labels[:, None]).any(axis=1).sum(),
-                     -log_probs[np.arange(len(labels)), labels].sum()], np.float64)
+    top = metrics.top_k(logits, 5)
+    return np.array([len(labels), metrics.in_top(top[:, :1], labels).sum(), metrics.in_top(top, labels).sum(),
+                     metrics.cross_entropy_sum(logits, labels)], np.float64)
 
 
 class EvalLogits(nn.Cell):
@@ -263,24 +261,13 @@ class EpochEnd(Callback):
             os.remove(interrupted)
 
 
-def write_json_atomic(path: str, data) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_metrics_csv(path: str, history: list) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
     columns = METRIC_COLUMNS + (EMA_COLUMNS if any("ema_top_1" in row for row in history) else ())
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 def plot_curves(path: str, history: list) -> None:
@@ -303,7 +290,6 @@ def plot_curves(path: str, history: list) -> None:
     right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1.02))
     right.legend()
     fig.tight_layout()
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, "{name}.{pid}.tmp.png") as tmp:  # savefig picks the format by the extension
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -124,13 +124,14 @@ def train_dataset(root: str, cfg, epoch: int, rank: int = 0, world: int = 1, ski
     """Epoch ``epoch``'s training batches of the CIFAR-10 training split for this rank (see data.train_dataset).
     ``arrays``: the split as read_split returns it, to read the files once per run rather than once per epoch."""
     from .augment import extra_train_ops
+    from .complexity import batching
     from .data import batch_mixer, default_workers, epoch_indices, epoch_seed
 
     indices = epoch_indices(count(root, "train"), cfg, epoch, rank, world, where=root)
     before, after = extra_train_ops(cfg)
     ops = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, cfg.mean, cfg.std)
     transforms = ops[:-2] + list(before) + ops[-2:] + list(after)  # the extra ops around Normalize, HWC2CHW
-    micro = cfg.batch_size // world // max(cfg.accum_steps, 1)
+    micro = batching(cfg, world).micro_batch
     return dataset(root, "train", transforms, micro, sampler_indices=indices[skip:],
                    drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
                    seed=epoch_seed(cfg, epoch), arrays=arrays,

@@ -1,8 +1,12 @@
-"""Parameters and multiply-accumulates of a ViT, per stage, from its configuration alone."""
+"""Parameters and multiply-accumulates of a ViT, per stage, from its configuration alone; the memory a training
+step takes, and how a training batch splits into per-process micro-batches."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .config import ViTConfig
+from .errors import ConfigError
 
 # LayerNorm counted as 5 operations per element, as fvcore (and so timm's published 17.58 GMACs for ViT-B/16) does;
 # softmax, GELU and residual additions are not counted.
@@ -76,3 +80,41 @@ def auto_accum_steps(cfg: ViTConfig, per_process_batch: int, device: str) -> int
         if per_process_batch % steps == 0 and per_process_batch // steps * per_image <= CPU_MICRO_BATCH_BYTES:
             return steps
     return per_process_batch
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the images of one optimizer step split: ``per_rank_batch`` on each process, taken as ``accum_steps``
+    micro-batches of ``micro_batch`` images (one call of the training cell each)."""
+
+    per_rank_batch: int
+    accum_steps: int
+    micro_batch: int
+    steps_per_epoch: int | None = None  # optimizer steps per epoch on each process; None: the images were not given
+
+
+def batching(cfg, world: int = 1, *, model: ViTConfig | None = None, device: str = "", images: int | None = None,
+             where: str = "") -> Batching:
+    """How ``cfg.batch_size`` images per optimizer step split over ``world`` processes and ``cfg.accum_steps``
+    micro-batches, and, given the number of training ``images``, the optimizer steps of an epoch.
+
+    accum_steps 0 (auto) becomes what ``auto_accum_steps`` picks for ``model`` on ``device``, or 1 (whole batches)
+    without a model. An epoch is whole optimizer steps with ``cfg.drop_remainder`` or with accumulation (a partial
+    step would leave gradients in the buffers across the epoch's end); otherwise its last step may be smaller.
+
+    Raises:
+        ConfigError: accum_steps does not divide the per-process batch, or ``images`` (in ``where``) fill no step.
+    """
+    per_rank = cfg.batch_size // world
+    accum = cfg.accum_steps or (auto_accum_steps(model, per_rank, device) if model is not None else 1)
+    if per_rank % accum:
+        raise ConfigError(f"batch_size {cfg.batch_size} per process ({per_rank}) must be divisible by "
+                          f"accum_steps {accum} (each optimizer step is accum_steps equal micro-batches)")
+    steps = None
+    if images is not None:
+        whole_steps = cfg.drop_remainder or accum > 1
+        steps = (images // world) // per_rank if whole_steps else -(-(images // world) // per_rank)
+        if steps < 1:
+            raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {images} training images in {where} "
+                              "with drop_remainder: lower --batch_size or add images")
+    return Batching(per_rank, accum, per_rank // accum, steps)

@@ -47,13 +47,13 @@ class ViTConfig:
             by a learned per-channel gamma before the residual add. 0: no LayerScale (the tutorial's tree).
         num_register_tokens: learned register tokens (DINOv2 with registers) placed after the class token, after the
             position embedding is added; they have no position and never reach the head.
-        patch_impl: "matmul" (patches reshaped and multiplied by the conv kernel: same weights, same result,
-            ~20x faster on CPU) or "conv" (the tutorial's Conv2d).
+        patch_impl: "matmul" (patches reshaped and multiplied by the conv kernel: same weights, same result, and
+            MindSpore's CPU back-end runs a MatMul far faster than a strided Conv2d) or "conv" (the tutorial's Conv2d).
         gelu_impl: how the tanh-form GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (the same function as
-            x * sigmoid(2c(x + 0.044715 x^3)): 8x faster on CPU, within 1e-6), or "auto" (elementwise on CPU).
+            x * sigmoid(2c(x + 0.044715 x^3)), within 1e-6, faster on CPU), or "auto" (elementwise on CPU).
         norm_impl: the LayerNorm backward: "kernel" (MindSpore's LayerNormGrad), "gemv" (written out, every sum a
-            matrix-vector product: ViT-B/16 training ~0.9 s per step faster on CPU, +0.7 GB peak), or "auto" (gemv
-            on CPU). The forward is MindSpore's kernel either way.
+            matrix-vector product: faster on CPU, at the cost of more memory), or "auto" (gemv on CPU). The forward
+            is MindSpore's kernel either way. bench/NOTES.md has the measurements behind each choice.
         token_learner_tokens: S > 0 inserts TokenLearner V1.1 (ms_vit.token_learner): the later blocks see the class
             token and S learned tokens instead of every patch token. 0: off.
         token_learner_layer: TokenLearner goes after this many blocks (0: half of num_layers, as seed 002 does).
@@ -247,7 +247,7 @@ class TrainConfig:
     num_register_tokens: int = 0  # DINOv2 register tokens (0: the weights' or preset's; must match the weights)
     gelu: str = ""  # tanh or erf ("": the pretrained weights' form, else the preset's tanh)
     layer_norm_eps: float = 0.0  # LayerNorm epsilon (0: the pretrained weights', else the preset's 1e-7)
-    norm_impl: str = ""  # LayerNorm backward: gemv (faster on CPU, +0.7 GB for ViT-B), kernel ("": gemv on CPU only)
+    norm_impl: str = ""  # LayerNorm backward: gemv (faster on CPU, more memory), kernel ("": gemv on CPU only)
     pretrained: str = ""  # checkpoint path or URL ("" trains from scratch)
     pretrained_sha256: str = ""  # expected SHA-256 of a downloaded checkpoint ("" = not checked)
     strict_head: bool = False  # refuse a pretrained head with another class count instead of re-initialising it
@@ -279,13 +279,13 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # never applied to biases, LayerNorm, class token, position embedding
+    weight_decay: float = 0.0  # never applied to biases, LayerNorm, LayerScale, class and register tokens, positions
     layer_decay: float = 1.0  # layer-wise LR decay (< 1 gives lower layers smaller rates)
     clip_grad_norm: float = 0.0  # 0: no clipping
     label_smoothing: float = 0.1
     # what trains (README "Choosing a mode")
     finetune_mode: str = "full"  # full, linear (the head, on cached backbone features), frozen (freeze_blocks fixed), lora
-    freeze_blocks: int = 0  # frozen: the first N blocks stay fixed, with the patch embedding, positions and class token
+    freeze_blocks: int = 0  # frozen: the first N blocks stay fixed, with the patch embedding and the tokens
     lora_rank: int = 8  # lora: adapter rank
     lora_alpha: float = 16.0  # lora: the update is scaled by lora_alpha / lora_rank
     lora_dropout: float = 0.0  # lora: dropout on the adapters' input

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .complexity import batching
 from .errors import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
@@ -326,7 +327,7 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
     transforms = train_transforms(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, cfg.hflip, prep["mean"], prep["std"],
                                   key=(cfg.seed, epoch), interpolation=prep["interpolation"],
                                   extra=extra_train_ops(cfg))
-    micro = cfg.batch_size // world // max(cfg.accum_steps, 1)
+    micro = batching(cfg, world).micro_batch
     import mindspore.dataset as ds
 
     ds.config.set_seed(epoch_seed(cfg, epoch))  # the MindSpore random ops of extra_train_ops draw from it
@@ -342,14 +343,12 @@ def epoch_seed(cfg, epoch: int) -> int:
 
 def epoch_indices(num_samples: int, cfg, epoch: int, rank: int = 0, world: int = 1, exclude=(), where: str = "") -> np.ndarray:
     """This rank's sample order for ``epoch`` (EpochSampler), cut to whole optimizer steps when accumulating."""
-    per_rank_batch = cfg.batch_size // world
     n = num_samples - len(exclude)
-    if cfg.drop_remainder and n // world < per_rank_batch:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n} training images in {where} "
-                          f"with drop_remainder: lower --batch_size or add images")
+    # Checked here for drop_remainder only (it would leave no batch at all); fine_tune checks every run's steps.
+    plan = batching(cfg, world, images=n if cfg.drop_remainder else None, where=where)
     indices = EpochSampler(num_samples, cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=exclude).indices()
-    if cfg.accum_steps > 1:  # a partial optimizer step would leave gradients in the buffers across the epoch's end
-        indices = indices[: len(indices) // per_rank_batch * per_rank_batch]
+    if plan.accum_steps > 1:  # a partial optimizer step would leave gradients in the buffers across the epoch's end
+        indices = indices[: len(indices) // plan.per_rank_batch * plan.per_rank_batch]
     return indices
 
 

@@ -9,6 +9,7 @@ import zipfile
 import tarfile
 from urllib.parse import urlparse
 
+from .atomic import atomic_path
 from .errors import ConfigError
 
 
@@ -43,23 +44,22 @@ def fetch(source: str, dest_dir: str, sha256: str = "", log=print) -> str:
             return target
         log(f"{target} does not match the recorded SHA-256: downloading it again")
     os.makedirs(dest_dir, exist_ok=True)
-    partial = target + ".part"
-    try:
-        from download import download
+    # Not per process: the download package resumes an interrupted download from "<its path>.part", so the path
+    # it is given stays the same from run to run.
+    with atomic_path(target, "{name}.part") as partial:
+        try:
+            from download import download
 
-        download(source, partial, kind="file", replace=True, progressbar=False, verbose=False)
-    except Exception as err:  # the download package raises bare Exceptions and requests/urllib errors
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise ConfigError(f"cannot download {source} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}): "
-                          f"check the address and network, or put the file at {target} by hand") from err
-    if sha256:
-        got = sha256_of(partial)
-        if got != sha256.lower():
-            os.remove(partial)
-            raise ConfigError(f"{source}: downloaded SHA-256 {got} does not match the recorded {sha256}; the file was "
-                              "removed: the server sent another file or it was corrupted in transit")
-    os.replace(partial, target)
+            download(source, partial, kind="file", replace=True, progressbar=False, verbose=False)
+        except Exception as err:  # the download package raises bare Exceptions and requests/urllib errors
+            raise ConfigError(f"cannot download {source} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}): check the address and network, or "
+                              f"put the file at {target} by hand") from err
+        if sha256:
+            got = sha256_of(partial)
+            if got != sha256.lower():
+                raise ConfigError(f"{source}: downloaded SHA-256 {got} does not match the recorded {sha256}; the file "
+                                  "was removed: the server sent another file or it was corrupted in transit")
     log(f"downloaded {source} to {target}")
     return target
 

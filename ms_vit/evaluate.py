@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from . import data
+from . import data, metrics
 from .errors import ConfigError
 from .labels import folder_indexing, resolve_labels
 
@@ -113,12 +113,9 @@ def evaluate_cifar(net, data_dir: str, batch_size: int = 16, num_workers: int = 
 def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: list, seconds: float, prep: dict) -> dict:
     """Top-1/top-5, mean cross-entropy, per-class accuracy and the confusion matrix of logits against labels."""
     k = min(5, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    hit1 = top[:, 0] == labels
-    hit5 = (top == labels[:, None]).any(axis=1)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    top = metrics.top_k(logits, k)
+    hit1, hit5 = metrics.in_top(top[:, :1], labels), metrics.in_top(top, labels)
+    loss = float(metrics.cross_entropy_sum(logits, labels) / len(labels))
     present = sorted(indexing.items(), key=lambda item: item[1])  # (folder, index) in index order
     per_class = []
     for folder, index in present:
@@ -127,11 +124,7 @@ def summarize(logits: np.ndarray, labels: np.ndarray, indexing: dict, names: lis
                           "top_1": float(hit1[mask].mean()) if mask.any() else None,
                           "top_5": float(hit5[mask].mean()) if mask.any() else None})
     # Rows: true classes present; columns: the same classes, then "other" for predictions outside them.
-    column = {index: i for i, (_, index) in enumerate(present)}
-    confusion = np.zeros((len(present), len(present) + 1), np.int64)
-    rows = np.array([column[int(t)] for t in labels])
-    cols = np.array([column.get(int(p), len(present)) for p in top[:, 0]])
-    np.add.at(confusion, (rows, cols), 1)
+    confusion = metrics.confusion_matrix(labels, top[:, 0], [index for _, index in present])
     return {"num_images": int(len(labels)), "top_1": float(hit1.mean()), "top_5": float(hit5.mean()),
             "top_k": k, "loss": loss, "seconds": seconds, "images_per_s": len(labels) / max(seconds, 1e-9),
             "preprocess": prep, "per_class": per_class, "confusion": confusion.tolist(),

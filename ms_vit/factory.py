@@ -12,7 +12,7 @@ from .checkpoint.pretrained_cfg import checkpoint_format, source_preprocess
 from .checkpoint.read import CheckpointFile, read_checkpoint
 from .config import ViTConfig, check_keys, model_config
 from .errors import CheckpointError
-from .model import ViT
+from .model import ViT, block_index
 
 # Heads are not stored in the weights' shapes; ViTs of every published size use 64 dimensions per head.
 HEAD_DIM = 64
@@ -147,7 +147,7 @@ def config_from_params(params: dict, source: str = "<dict>", fmt: str = "tutoria
     except KeyError as err:
         raise CheckpointError(f"{source} has no parameter {err.args[0]}: not a ViT checkpoint in the tutorial's "
                               "names; give the architecture with --model") from err
-    layers = {name.split(".")[2] for name in params if name.startswith("transformer.layers.")}
+    layers = {block_index(name) for name in params} - {None}
     embed_dim, patch = int(pos.shape[2]), int(kernel.shape[2])
     grid = int(round(np.sqrt(pos.shape[1] - 1)))
     if grid * grid != pos.shape[1] - 1:

@@ -26,8 +26,8 @@ def _on_cpu() -> bool:
 
 
 def _row_sum(x2d, scale: float = 1.0):
-    """Sum (times ``scale``) over the last axis of a 2-D tensor, as a matrix-vector product: on MindSpore's CPU
-    backend a ReduceSum over a (394, 768) micro-batch takes ~2 ms, the GEMV a tenth of that (bench/NOTES.md, 17)."""
+    """Sum (times ``scale``) over the last axis of a 2-D tensor, as a matrix-vector product: MindSpore's CPU
+    back-end runs the GEMV far faster than its ReduceSum (bench/NOTES.md, attempt 17)."""
     return ops.matmul(x2d, ops.ones((x2d.shape[-1], 1), x2d.dtype) * scale)
 
 
@@ -39,8 +39,8 @@ class Softmax(nn.Cell):
 
 
 class RowSoftmax(Softmax):
-    """The same softmax whose backward, (dy - sum(dy * y)) * y, sums by a GEMV instead of MindSpore's ReduceSum:
-    an attention softmax's forward and backward at micro-batch 2 take 2.2 ms instead of 7.0 ms on CPU."""
+    """The same softmax whose backward, (dy - sum(dy * y)) * y, sums by a GEMV instead of MindSpore's ReduceSum,
+    which is slow on CPU (bench/NOTES.md)."""
 
     def bprop(self, x, out, dout):
         n = x.shape[-1]
@@ -71,7 +71,7 @@ class _Normalize(nn.Cell):
 
 class _RowNormalize(_Normalize):
     """The same LayerNorm with its backward written out from the forward's mean and variance, every mean and sum a
-    GEMV: MindSpore's CPU LayerNormGrad takes 7.2 ms for a ViT-B micro-batch of 2, this 2.6 ms, within 4e-5 of it."""
+    GEMV, within 4e-5 of MindSpore's CPU LayerNormGrad and faster than it (bench/NOTES.md)."""
 
     def bprop(self, x, gamma, beta, out, dout):
         c = x.shape[-1]
@@ -105,9 +105,8 @@ class LayerNorm(nn.LayerNorm):
 
 class SigmoidGELU(nn.Cell):
     """The tanh-approximation GELU, 0.5 x (1 + tanh(c (x + 0.044715 x^3))), written as x * sigmoid(2c x (1 + 0.044715 x^2))
-    (tanh(z) = 2 sigmoid(2z) - 1). On CPU, MindSpore's GELU kernel takes ~170 ms on a ViT-B block's (16, 197, 3072)
-    activations, this ~21 ms, and it stays within 1e-6 of the kernel (MindSpore's CPU tanh is 1e-4 off; its sigmoid is
-    not)."""
+    (tanh(z) = 2 sigmoid(2z) - 1): on CPU much faster than MindSpore's GELU kernel (bench/NOTES.md) and within 1e-6
+    of it (MindSpore's CPU tanh is 1e-4 off; its sigmoid is not)."""
 
     def __init__(self):
         super().__init__()

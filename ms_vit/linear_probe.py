@@ -15,6 +15,7 @@ import time
 import numpy as np
 from mindspore import nn
 
+from .atomic import atomic_path
 from .errors import ConfigError
 
 FEATURE_FOLDER = "features"
@@ -121,9 +122,8 @@ class FeatureSource:
         seconds = time.perf_counter() - start
         count = sum(len(v) for k, v in arrays.items() if k.endswith("labels"))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path, "{name}.{pid}.tmp.npz") as tmp:  # np.savez appends .npz to any other name
+            np.savez(tmp, **arrays)
         log(f"features: extracted {count} images in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} img/s), "
             f"cached in {self.path}")
         return arrays
@@ -131,12 +131,13 @@ class FeatureSource:
     def train_data(self, cfg, epoch: int, rank: int, world: int, skip: int):
         import mindspore.dataset as ds
 
+        from .complexity import batching
         from .data import epoch_indices
 
         order = epoch_indices(self.n_train, cfg, epoch, rank, world, where=self.train_where)[skip:]
         data = ds.NumpySlicesDataset({"image": self.train_features[order], "label": self.train_labels[order]},
                                      shuffle=False)
-        return data.batch(cfg.batch_size // world // max(cfg.accum_steps, 1), drop_remainder=cfg.drop_remainder)
+        return data.batch(batching(cfg, world).micro_batch, drop_remainder=cfg.drop_remainder)
 
     def val_data(self, cfg, rank: int = 0, world: int = 1):
         import mindspore.dataset as ds

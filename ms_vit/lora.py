@@ -20,8 +20,8 @@ from mindspore.common.initializer import HeUniform, initializer
 from .errors import ConfigError
 
 ADAPTER_SUFFIXES = (".lora_a", ".lora_b")
-# lora_targets -> the Dense layers of each encoder block they name (attribute paths below a block).
-TARGETS = {"qkv": ("0.cell.1.qkv",), "proj": ("0.cell.1.out",), "mlp": ("1.cell.1.dense1", "1.cell.1.dense2")}
+# lora_targets -> the roles of the Dense layers of each encoder block they name (the model's ``BLOCK_DENSE``).
+TARGETS = {"qkv": ("qkv",), "proj": ("proj",), "mlp": ("fc1", "fc2")}
 DEFAULT_TARGETS = ("qkv", "proj")
 
 
@@ -96,10 +96,9 @@ def add_lora(net, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targ
     targets = check_options(rank, alpha, dropout, targets)
     names = {id(param): param.name for param in net.get_parameters()}
     adapted = []
-    for i in range(len(net.transformer.layers)):
+    for i in range(net.config.num_layers):
         for target in targets:
-            for sub in TARGETS[target]:
-                path = f"transformer.layers.{i}.{sub}"
+            for path in net.block_dense_paths(i, TARGETS[target]):
                 base = _cell_at(net, path)
                 _set_cell(net, path, LoRADense(base, rank, alpha, dropout))
                 adapted.append(path)

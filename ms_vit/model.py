@@ -9,6 +9,9 @@ register tokens (``register_tokens``), so DINOv2 weights load into the same tree
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
@@ -18,10 +21,84 @@ from .layers import LayerNorm, SigmoidGELU, dense_layer, gelu_cell, softmax_cell
 from .token_learner import TokenFuser, TokenLearner
 
 HEAD_PARAMS = ("dense.weight", "dense.bias")
+HEAD_PREFIX = "dense."
 POS_EMBED_PARAM = "pos_embedding"
 REGISTER_PARAM = "register_tokens"
+PATCH_EMBED_PREFIX = "patch_embedding."
 # Tokens added to the patches: no weight decay (ms_vit.optim), frozen with the patch embedding (ms_vit.modes).
 EMBEDDING_PARAMS = ("cls", POS_EMBED_PARAM, REGISTER_PARAM)
+BLOCKS_PATH = "transformer.layers"
+# The Dense layers of every encoder block, by role, as paths below the block (ms_vit.lora adapts them by role).
+BLOCK_DENSE = {"qkv": "0.cell.1.qkv", "proj": "0.cell.1.out", "fc1": "1.cell.1.dense1", "fc2": "1.cell.1.dense2"}
+# Parameter-name endings that never take weight decay: biases, LayerNorm's gamma and beta, LayerScale's gamma.
+NO_DECAY_SUFFIXES = (".bias", ".beta", ".gamma")
+
+_BLOCK_NAME = re.compile(rf"{re.escape(BLOCKS_PATH)}\.(\d+)\.")
+
+
+class ParamGroup(NamedTuple):
+    """Where a parameter sits in the ViT, for everything that treats parts of the model differently (layer-wise LR
+    decay, frozen and linear fine-tuning, LoRA).
+
+    ``kind`` is one of:
+
+    * ``"embedding"``: the patch embedding, class token, position embedding and register tokens;
+    * ``"block"``: encoder block ``block`` (its LayerNorms, attention, MLP, LayerScale and any LoRA adapters);
+    * ``"head"``: the classifier (``dense.*``);
+    * ``"other"``: the final LayerNorm and what sits in the encoder outside the blocks (TokenLearner, TokenFuser).
+      They belong to no block, so layer decay gives them the head's rate and frozen mode never freezes them.
+    """
+
+    kind: str
+    block: int | None = None
+
+
+EMBEDDING = ParamGroup("embedding")
+HEAD = ParamGroup("head")
+OTHER = ParamGroup("other")
+
+
+def block_index(name: str) -> int | None:
+    """The encoder block a parameter belongs to (``transformer.layers.{i}.*``, LoRA adapters included), else None."""
+    match = _BLOCK_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def is_head(name: str) -> bool:
+    """True for the classifier's parameters (``dense.weight``, ``dense.bias``)."""
+    return name.startswith(HEAD_PREFIX)
+
+
+def is_embedding(name: str) -> bool:
+    """True for what turns the image into tokens: the patch embedding, class token, positions and registers."""
+    return name in EMBEDDING_PARAMS or name.startswith(PATCH_EMBED_PREFIX)
+
+
+def param_group(name: str) -> ParamGroup:
+    """The ``ParamGroup`` of a parameter name of ms_vit's ViT (see ``ViT.group_of``)."""
+    if is_embedding(name):
+        return EMBEDDING
+    block = block_index(name)
+    if block is not None:
+        return ParamGroup("block", block)
+    return HEAD if is_head(name) else OTHER
+
+
+def no_weight_decay(name: str) -> bool:
+    """True where weight decay does not apply: biases, LayerNorm and LayerScale parameters, the class token,
+    position embedding and register tokens. Weight matrices and kernels (LoRA's A and B too) decay."""
+    return name.endswith(NO_DECAY_SUFFIXES) or name in EMBEDDING_PARAMS
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """The layer-decay depth of a parameter: 0 for the embeddings, i + 1 for encoder block i, ``num_layers + 1``
+    for everything above or beside the blocks (final norm, TokenLearner/TokenFuser, head), as BEiT and MAE count."""
+    group = param_group(name)
+    if group.kind == "embedding":
+        return 0
+    if group.kind == "block":
+        return group.block + 1
+    return num_layers + 1
 
 
 class DropPath(nn.Cell):
@@ -263,6 +340,29 @@ class ViT(nn.Cell):
     def construct(self, x):
         x, _ = self.forward_features(x)
         return self.forward_head(x)
+
+    def group_of(self, name: str) -> ParamGroup:
+        """The ``ParamGroup`` of one of this model's parameter names (timm's ``group_matcher``, per name)."""
+        return param_group(name)
+
+    def no_weight_decay(self, name: str) -> bool:
+        """True where the optimizer must not apply weight decay to this parameter (see ``no_weight_decay``)."""
+        return no_weight_decay(name)
+
+    def layer_id(self, name: str) -> int:
+        """0 for the embeddings, i + 1 for encoder block i, ``num_layers + 1`` for the final norm, TokenLearner and
+        TokenFuser and the head: the depth that layer-wise LR decay scales by."""
+        return layer_id(name, self.config.num_layers)
+
+    def block_paths(self) -> list[str]:
+        """The cell path of every encoder block, in order (``transformer.layers.{i}``)."""
+        return [f"{BLOCKS_PATH}.{i}" for i in range(len(self.transformer.layers))]
+
+    def block_dense_paths(self, block: int, roles) -> list[str]:
+        """Cell paths of the Dense layers of encoder block ``block`` with the given roles (keys of ``BLOCK_DENSE``:
+        qkv, proj, fc1, fc2), in the order given."""
+        base = self.block_paths()[block]
+        return [f"{base}.{BLOCK_DENSE[role]}" for role in roles]
 
     def init_head(self) -> None:
         """Re-initialise the classifier (truncated normal 0.02, zero bias), as for a new set of classes."""

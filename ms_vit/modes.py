@@ -9,22 +9,13 @@ last frozen block (``TransformerEncoder.frozen_blocks``), so the backward pass e
 from __future__ import annotations
 
 from .errors import ConfigError
-
-HEAD_PREFIX = "dense."  # the classifier's parameters (the tutorial's names)
-EMBEDDING_NAMES = ("cls", "pos_embedding")
+from .model import ParamGroup
 
 
-def is_head(name: str) -> bool:
-    return name.startswith(HEAD_PREFIX)
-
-
-def frozen_by_blocks(name: str, blocks: int) -> bool:
-    """Frozen mode: the patch embedding, positions, class token and blocks 0 .. blocks-1."""
-    if name in EMBEDDING_NAMES or name.startswith("patch_embedding."):
-        return True
-    if name.startswith("transformer.layers."):
-        return int(name.split(".")[2]) < blocks
-    return False
+def frozen_by_blocks(group: ParamGroup, blocks: int) -> bool:
+    """Frozen mode: the embeddings (patch embedding, positions, class and register tokens) and blocks 0 .. blocks-1;
+    what the model puts outside the blocks (final norm, TokenLearner, TokenFuser) and the head stay trainable."""
+    return group.kind == "embedding" or (group.kind == "block" and group.block < blocks)
 
 
 def apply_mode(net, cfg) -> str:
@@ -38,21 +29,22 @@ def apply_mode(net, cfg) -> str:
         if net.config.token_learner_tokens and cfg.freeze_blocks > net.config.learner_after:
             raise ConfigError(f"freeze_blocks {cfg.freeze_blocks} reaches past TokenLearner (after block "
                               f"{net.config.learner_after}): use 0 .. {net.config.learner_after}")
-        _freeze(net, lambda name: frozen_by_blocks(name, cfg.freeze_blocks))
+        _freeze(net, lambda name, group: frozen_by_blocks(group, cfg.freeze_blocks))
         net.transformer.frozen_blocks = cfg.freeze_blocks
     elif mode == "lora":
         from .lora import add_lora, is_adapter
 
         add_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        _freeze(net, lambda name: not (is_adapter(name) or is_head(name)))
+        _freeze(net, lambda name, group: not (is_adapter(name) or group.kind == "head"))
     elif mode == "linear":
-        _freeze(net, lambda name: not is_head(name))
+        _freeze(net, lambda name, group: group.kind != "head")
     return trainable_line(net, mode)
 
 
 def _freeze(net, frozen) -> None:
+    """``requires_grad = False`` on every parameter for which ``frozen(name, net.group_of(name))`` holds."""
     for param in net.get_parameters():
-        if frozen(param.name):
+        if frozen(param.name, net.group_of(param.name)):
             param.requires_grad = False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NO_DECAY_NAMES = ("cls", "pos_embedding")
+from .model import layer_id, no_weight_decay
 
 
 def lr_schedule(base_lr: float, min_lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0):
@@ -22,26 +22,15 @@ def lr_schedule(base_lr: float, min_lr: float, steps_per_epoch: int, epochs: int
     return np.where(steps < warmup, ramp, cosine).astype(np.float32)
 
 
-def decays(name: str) -> bool:
-    """Weight decay applies to weight matrices and kernels only, not to biases, LayerNorm, class token or positions."""
-    return not (name.endswith((".bias", ".beta", ".gamma")) or name in NO_DECAY_NAMES)
-
-
-def layer_id(name: str, num_layers: int) -> int:
-    """0 for the embeddings, i + 1 for encoder block i, num_layers + 1 for the final norm and the head."""
-    if name in NO_DECAY_NAMES or name.startswith("patch_embedding."):
-        return 0
-    if name.startswith("transformer.layers."):
-        return int(name.split(".")[2]) + 1
-    return num_layers + 1
-
-
 def param_groups(params, lrs: np.ndarray, weight_decay: float, layer_decay: float, num_layers: int) -> list[dict]:
-    """MindSpore group parameters: one group per (layer scale, decay or not), each with its per-step LR array."""
+    """MindSpore group parameters: one group per (layer scale, decay or not), each with its per-step LR array.
+
+    Which parameters decay and how deep each sits are the model's (``ms_vit.model.no_weight_decay``, ``layer_id``).
+    """
     groups: dict[tuple, list] = {}
     for param in params:
         scale = layer_decay ** (num_layers + 1 - layer_id(param.name, num_layers)) if layer_decay < 1 else 1.0
-        groups.setdefault((scale, decays(param.name)), []).append(param)
+        groups.setdefault((scale, not no_weight_decay(param.name)), []).append(param)
     return [{"params": members, "weight_decay": weight_decay if decay else 0.0,
              "lr": [float(v) for v in lrs * scale]} for (scale, decay), members in sorted(groups.items(),
                                                                                            key=lambda kv: kv[0])]

@@ -11,6 +11,7 @@ import sys
 import time
 
 from . import compile_cache, data
+from .complexity import batching
 from .config import TRAIN_FIELDS, TrainConfig, check_keys, make_train_config, read_yaml
 from .errors import CheckpointError, ConfigError
 
@@ -276,17 +277,6 @@ def _load_newest_state(train_cell, out_dir: str, log) -> dict | None:
     return {**ckpt.meta, "checkpoint_path": ckpt.path}
 
 
-def resolve_accum_steps(cfg: TrainConfig, model_config, per_rank_batch: int, device: str) -> int:
-    """cfg.accum_steps, or for 0 (auto) the number the device wants (complexity.auto_accum_steps)."""
-    from .complexity import auto_accum_steps
-
-    steps = cfg.accum_steps or auto_accum_steps(model_config, per_rank_batch, device)
-    if per_rank_batch % steps:
-        raise ConfigError(f"batch_size {cfg.batch_size} per process ({per_rank_batch}) must be divisible by "
-                          f"accum_steps {steps} (each optimizer step is accum_steps equal micro-batches)")
-    return steps
-
-
 def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: int, amp_level: str):
     """The engine's training step for ``net`` (already cast for ``amp_level``): (TrainStep, loss function).
 
@@ -365,17 +355,13 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         log(f"color_jitter {cfg.color_jitter:g} is not applied with auto_augment {cfg.auto_augment} (as in timm)")
     amp_level = resolve_amp_level(cfg.amp_level, device)
     apply_amp(net, amp_level)
-    per_rank_batch = cfg.batch_size // world
     train_net = net
     if cfg.finetune_mode == "linear":
         train_net, source, cfg = _linear_probe(net, source, cfg, pretrained, world, log)
         n_train = source.n_train
-    cfg = dataclasses.replace(cfg, accum_steps=resolve_accum_steps(cfg, net.config, per_rank_batch, device))
-    whole_steps = cfg.drop_remainder or cfg.accum_steps > 1
-    steps_per_epoch = (n_train // world) // per_rank_batch if whole_steps else -(-(n_train // world) // per_rank_batch)
-    if steps_per_epoch < 1:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {n_train} training images in "
-                          f"{source.train_where} with drop_remainder: lower --batch_size or add images")
+    plan = batching(cfg, world, model=net.config, device=device, images=n_train, where=source.train_where)
+    cfg = dataclasses.replace(cfg, accum_steps=plan.accum_steps)
+    steps_per_epoch = plan.steps_per_epoch
     train_cell, _ = build_train_cell(train_net, cfg, len(classes), steps_per_epoch, amp_level)
     if cfg.compile_cache and cfg.mode == "graph":
         key = compile_cache.cache_key(cfg.to_dict(), net.config.to_dict(),
@@ -401,7 +387,7 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
             start_epoch, history, best = resumed["epoch"], resumed.get("history", []), resumed.get("best_top1", -1.0)
             skip_steps = resumed.get("step_in_epoch", 0)
     lrs = lr_schedule(cfg.lr, cfg.min_lr, steps_per_epoch, cfg.epochs, cfg.warmup_epochs)
-    state = RunState(cfg.epochs, steps_per_epoch, per_rank_batch * world, lrs, history, best,
+    state = RunState(cfg.epochs, steps_per_epoch, plan.per_rank_batch * world, lrs, history, best,
                      accum_steps=cfg.accum_steps)
     state.step_offset = skip_steps
     state.last_checkpoint = (resumed or {}).get("checkpoint_path", "") if cfg.resume else ""
@@ -420,12 +406,12 @@ def fine_tune(cfg: TrainConfig, log=None) -> dict:
         log(f"TensorBoard events: {os.path.join(cfg.output_dir, 'tensorboard')} (tensorboard --logdir there)")
     log(f"training {net.model_name} on {n_train} images of {len(classes)} classes ({world} process{'es' * (world > 1)}, "
         f"{device}, AMP {amp_level}), {cfg.epochs} epochs x {steps_per_epoch} steps of batch {cfg.batch_size}"
-        + (f" ({cfg.accum_steps} micro-batches of {per_rank_batch // cfg.accum_steps} per process)" if cfg.accum_steps > 1 else ""))
+        + (f" ({cfg.accum_steps} micro-batches of {plan.micro_batch} per process)" if cfg.accum_steps > 1 else ""))
     started = time.perf_counter()
     try:
         with _interruptible(state):
             for epoch in range(start_epoch, cfg.epochs):
-                skip = skip_steps * per_rank_batch if epoch == start_epoch else 0
+                skip = skip_steps * plan.per_rank_batch if epoch == start_epoch else 0
                 train_data = source.train_data(cfg, epoch, rank, world, skip)
                 try:
                     model.train(epoch + 1, train_data, callbacks=callbacks, initial_epoch=epoch, dataset_sink_mode=False)
@@ -559,7 +545,7 @@ class _interruptible:
 
 
 def _save_interrupted(train_cell, cfg: TrainConfig, meta: dict, state) -> str:
-    from .callbacks import write_json_atomic
+    from .atomic import write_json_atomic
     from .checkpoint.save import save_checkpoint
 
     path = save_checkpoint(train_cell, os.path.join(cfg.output_dir, "checkpoints", "interrupted.ckpt"),

@@ -66,3 +66,11 @@ def test_git_tracks_no_file_a_run_generates():
                            r"|\.(so|o|ir|dot|log|key|pyc|ckpt|mindir|onnx)$")
     # tests/fixtures/ holds the tutorial network's tiny checkpoint and golden logits, committed on purpose
     assert [f for f in tracked if generated.search(f) and not f.startswith("tests/fixtures/")] == []
+
+
+def test_one_version_number():
+    """ms_vit.__version__ is pyproject.toml's: the package reads it from the installed metadata."""
+    import ms_vit
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        assert ms_vit.__version__ == tomllib.load(handle)["project"]["version"]

@@ -240,3 +240,25 @@ def test_auto_accumulation_sizes_micro_batches_to_the_model_on_cpu():
     assert auto_accum_steps(ViTConfig(**PRESETS["vit_l_16"]), 16, "CPU") == 16  # over budget even alone: 1 image
     assert auto_accum_steps(ViTConfig(**PRESETS["vit_tiny_test"]), 16, "CPU") == 1
     assert auto_accum_steps(base, 6, "CPU") == 3  # a divisor of the batch
+
+
+def test_batching_splits_the_batch_over_processes_and_micro_batches():
+    from ms_vit.complexity import Batching, batching
+    from ms_vit.config import PRESETS, ViTConfig
+
+    def cfg(**values):
+        return make_train_config({"batch_size": 16, **values})
+
+    assert batching(cfg(), 2) == Batching(8, 1, 8, None)  # accum_steps 0 without a model: whole batches
+    # 15 images a process: one whole optimizer step, even without drop_remainder, when accumulating
+    assert batching(cfg(accum_steps=4, drop_remainder=False), 2, images=30) == Batching(8, 4, 2, 1)
+    assert batching(cfg(drop_remainder=False), 2, images=30).steps_per_epoch == 2  # a smaller last step
+    assert batching(cfg(drop_remainder=True), 2, images=30).steps_per_epoch == 1
+    auto = batching(cfg(), model=ViTConfig(**PRESETS["vit_b_16"]), device="CPU")
+    assert auto == Batching(16, 8, 2, None)  # complexity.auto_accum_steps
+    assert batching(cfg(accum_steps=2), model=ViTConfig(**PRESETS["vit_b_16"]), device="CPU").accum_steps == 2
+    with pytest.raises(ms_vit.ConfigError, match=r"batch_size 16 per process \(8\) must be divisible by accum_steps 3"):
+        batching(cfg(accum_steps=3), 2)
+    with pytest.raises(ms_vit.ConfigError, match="batch_size 16 is larger than the 14 training images in x/train "
+                                                 "with drop_remainder"):
+        batching(cfg(accum_steps=2), 2, images=14, where="x/train")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
+from ..atomic import atomic_path
 from .read import META_KEY
+
+# A hidden temporary name ending in .ckpt (MindSpore appends .ckpt otherwise): no checkpoint scan picks it up, and
+# train._remove_partial_files clears it after a crash.
+TEMP_NAME = ".{name}.{pid}.partial.ckpt"
 
 
 def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None = None) -> str:
@@ -36,20 +40,6 @@ def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None
     append = dict(extra or {})
     if meta is not None:
         append[META_KEY] = json.dumps(meta)
-    # A hidden temporary name ending in .ckpt (MindSpore appends .ckpt otherwise) that no checkpoint scan picks up.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial.ckpt", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path, TEMP_NAME) as tmp:
         ms.save_checkpoint(net, tmp, append_dict=append or None, choice_func=lambda name: not is_transient(name))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
