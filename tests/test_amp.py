@@ -44,3 +44,25 @@ def test_o2_attention_scales_q_before_the_product():
     assert np.isfinite(attn.asnumpy().astype(np.float32)).all()
     np.testing.assert_allclose(attn.asnumpy().astype(np.float32), 0.25, atol=1e-3)  # equal scores: uniform
     np.testing.assert_allclose(out.asnumpy().astype(np.float32), 100.0, rtol=1e-2)
+
+
+def test_o2_network_normalises_every_layer_norm_in_fp32(monkeypatch, images):
+    """Every LayerNorm of the O2-cast network (2 blocks x 2, and the final one) normalises fp32 statistics: an fp16
+    variance over a wide token overflows or loses the small differences that matter."""
+    from ms_vit import layers
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_seed(0)
+    net = ms_vit.create_model(TINY)
+    apply_amp(net, "O2")
+    net.set_train(False)
+    seen = []
+    original = layers._Normalize.construct  # _RowNormalize (the CPU default) inherits it
+
+    def spy(self, x, gamma, beta):
+        seen.append((x.dtype, gamma.dtype))
+        return original(self, x, gamma, beta)
+
+    monkeypatch.setattr(layers._Normalize, "construct", spy)
+    assert net(ms.Tensor(images(2))).dtype == ms.float16
+    assert seen == [(ms.float32, ms.float32)] * 5

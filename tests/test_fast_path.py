@@ -117,3 +117,29 @@ def test_norm_impl_kernel_keeps_mindsporess_layer_norm_backward_and_is_a_run_opt
     assert make_train_config({"norm_impl": "kernel"}).model_overrides()["norm_impl"] == "kernel"
     with pytest.raises(ms_vit.errors.ConfigError, match="norm_impl"):
         make_train_config({"norm_impl": "fast"})
+
+
+def test_whole_network_gradients_with_the_gemv_backward_equal_the_kernels(monkeypatch, images):
+    """The tiny ViT's every parameter gradient with the CPU fast path's written-out backward (LayerNorm and softmax
+    by GEMV) equals the same network's with MindSpore's kernels, same weights and input."""
+    from ms_vit import layers
+    from ms_vit.layers import RowSoftmax, _RowNormalize
+
+    ms.set_seed(0)
+    fast = ms_vit.create_model(TINY, norm_impl="gemv")
+    monkeypatch.setattr(layers, "_on_cpu", lambda: False)  # softmax_cell then builds MindSpore's kernel softmax
+    kernel = ms_vit.create_model(TINY, norm_impl="kernel")
+    assert not any(isinstance(c, (RowSoftmax, _RowNormalize)) for _, c in kernel.cells_and_names())
+    assert any(isinstance(c, RowSoftmax) for _, c in fast.cells_and_names())
+    ms.load_param_into_net(kernel, {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name)
+                                    for p in fast.get_parameters()}, strict_load=True)
+    x, labels = ms.Tensor(images(4)), ms.Tensor(np.array([0, 3, 5, 9], np.int32))
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    grads = []
+    for net in (fast, kernel):
+        net.set_train(True)
+        step = ms.value_and_grad(nn.WithLossCell(net, loss), None, net.trainable_params())
+        grads.append([g.asnumpy() for g in step(x, labels)[1]])
+    assert len(grads[0]) == len(fast.trainable_params())
+    for name, a, b in zip([p.name for p in fast.trainable_params()], *grads):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(np.abs(b).max(), 1e-3), err_msg=name)
