@@ -288,3 +288,25 @@ def test_strong_recipe_parses_and_turns_everything_on():
     assert cfg.auto_augment == "randaugment" and cfg.mixup_alpha > 0 and cfg.cutmix_alpha > 0
     assert cfg.ema_decay > 0 and cfg.random_erasing > 0 and cfg.drop_path_rate > 0 and cfg.layer_decay < 1
     assert cfg.optimizer == "adamw"
+
+
+def test_feature_cache_key_changes_with_labels_preprocessing_and_architecture(tmp_path):
+    """A cached feature file is reused only for the same weights, architecture, preprocessing, files and labels: each
+    of those changes the key (the file and checkpoint cases run end to end in the test above)."""
+    from ms_vit.config import model_config
+    from ms_vit.linear_probe import cache_key
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pixels")
+    prep = {"image_size": 32, "mean": [0.0] * 3, "std": [1.0] * 3, "crop_pct": 0.875, "interpolation": "bilinear"}
+    model = model_config(TINY).to_dict()
+    splits = {"train": ([str(image)], [0])}
+    base = cache_key("digest", model, prep, splits)
+    assert base == cache_key("digest", dict(model), dict(prep), {"train": ([str(image)], [0])})
+    changed = [cache_key("digest", model, prep, {"train": ([str(image)], [1])}),
+               cache_key("digest", model, {**prep, "interpolation": "bicubic"}, splits),
+               cache_key("digest", model, {**prep, "crop_pct": 1.0}, splits),
+               cache_key("digest", model_config(TINY, num_layers=1).to_dict(), prep, splits),
+               cache_key("digest", model_config(TINY, pool="cls_mean").to_dict(), prep, splits),
+               cache_key("other", model, prep, splits)]
+    assert base not in changed and len(set(changed)) == len(changed)
