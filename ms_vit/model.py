@@ -121,8 +121,8 @@ class PatchEmbedding(nn.Cell):
     """Cuts the image into non-overlapping patches and projects each one to ``embed_dim``.
 
     The weights are those of a ``Conv2d`` with kernel = stride = patch size (the tutorial's layer). With
-    ``impl="matmul"`` the same arithmetic runs as reshape + MatMul with the conv's own kernel: on CPU,
-    MindSpore's strided conv takes about half of a ViT-B forward, the MatMul a few percent.
+    ``impl="matmul"`` the same arithmetic runs as reshape + MatMul with the conv's own kernel, which
+    MindSpore's CPU back-end runs far faster than its strided conv (bench/NOTES.md).
     """
 
     def __init__(self, *, image_size: int, patch_size: int, embed_dim: int, in_channels: int, impl: str = "matmul"):
