@@ -79,14 +79,16 @@ def create_model(name: str | None = "vit_b_16", num_classes: int | None = None, 
 SHAPE_FIELDS = ("patch_size", "embed_dim", "num_layers", "mlp_dim", "num_register_tokens")
 
 
-def check_preset_matches(name: str, cfg: ViTConfig, ckpt: CheckpointFile) -> None:
-    """Raise a one-line CheckpointError when preset ``name`` (built as ``cfg``) is not the weights' architecture.
+def check_preset_matches(name: str, cfg: ViTConfig, ckpt: CheckpointFile, weights: dict | None = None) -> None:
+    """Raise a one-line CheckpointError when preset ``name`` (built as ``cfg``) is not the architecture of
+    ``ckpt``'s weights (``weights``: ``architecture_of(ckpt)``'s fields, when the caller has them already).
 
     Weights whose architecture cannot be read (not a ViT at all) pass: loading them says what is missing."""
-    try:
-        weights, _ = architecture_of(ckpt)
-    except CheckpointError:
-        return
+    if weights is None:
+        try:
+            weights, _ = architecture_of(ckpt)
+        except CheckpointError:
+            return
     weights = {**ViTConfig().to_dict(), **weights}  # metadata of older files lacks the newer fields: their defaults
     differ = [f"{k} {getattr(cfg, k)} vs {weights[k]}" for k in SHAPE_FIELDS if getattr(cfg, k) != weights.get(k)]
     if bool(cfg.layer_scale) != bool(weights.get("layer_scale")):
@@ -241,7 +243,7 @@ def from_pretrained(path: str, num_classes: int | None = None, model: str | None
     if model is not None and not ckpt.meta.get("model"):
         numerics, _ = source_numerics(ckpt)
         preset = model_config(model, num_classes=base["num_classes"], image_size=base["image_size"], **numerics)
-        check_preset_matches(model, preset, ckpt)
+        check_preset_matches(model, preset, ckpt, base)
         base = {**base, **preset.to_dict()}
     check_keys(overrides, ViTConfig.__dataclass_fields__, "model option")
     if num_classes is not None:

@@ -191,13 +191,10 @@ def _fetch_optional(fetch, hub, settings: _Settings, name: str, filename: str, s
         return None
 
 
-def _version() -> str | None:
-    try:
-        from importlib.metadata import version
+def _version() -> str:
+    from . import __version__  # here, not at import: ms_vit/__init__ sets it after importing its modules
 
-        return version("ms_vit")
-    except Exception:  # not installed as a distribution (a source checkout on sys.path)
-        return None
+    return __version__
 
 
 @contextmanager

@@ -7,6 +7,7 @@ metrics.csv and the eval report give the same numbers for the same weights and i
 from __future__ import annotations
 
 import numpy as np
+import scipy.special
 
 
 def top_k(logits, k: int) -> np.ndarray:
@@ -31,11 +32,9 @@ def topk_hits(logits, labels, k: int) -> np.ndarray:
 
 
 def log_softmax(logits) -> np.ndarray:
-    """Log-probabilities of each row in float64, shifted by the row's maximum so that large logits cannot
-    overflow."""
-    logits = np.asarray(logits, np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    """Log-probabilities of each row in float64 (SciPy's, which shifts by the row's maximum: large logits cannot
+    overflow)."""
+    return scipy.special.log_softmax(np.asarray(logits, np.float64), axis=1)
 
 
 def cross_entropy_sum(logits, labels) -> float:

@@ -137,7 +137,6 @@ def load_params(net, params: dict, source: str = "<dict>", strict_head: bool = F
     for name in report.head_reset + report.fresh:
         to_load[name] = ms.Parameter(targets[name].data.copy(), name=name)
     not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
-    not_loaded = [name for name in not_loaded if name not in report.head_reset and name not in report.fresh]
     if not_loaded:
         raise CheckpointError(f"{source}: MindSpore did not load {', '.join(not_loaded[:5])}")
     report.loaded = sorted(set(to_load) - set(report.head_reset) - set(report.fresh))
