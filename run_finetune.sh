@@ -18,22 +18,20 @@ has_source=0
 has_config=0
 dataset=""
 args=("$@")
-train_args=()  # what scripts/train.py gets: everything but the launcher's own options
+train_args=()  # what scripts/train.py gets: everything but the launcher's own options (ms_vit.config.train.LAUNCHER)
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[$i]}" in
-    --node_num | --node_rank | --master_addr | --master_port)
+    --device_num | --node_num | --node_rank | --master_addr | --master_port)
       declare "${args[$i]#--}=${args[$((i + 1))]:-}"
       i=$((i + 1))
       continue ;;
-    --node_num=* | --node_rank=* | --master_addr=* | --master_port=*)
+    --device_num=* | --node_num=* | --node_rank=* | --master_addr=* | --master_port=*)
       key="${args[$i]%%=*}"
       declare "${key#--}=${args[$i]#*=}"
       continue ;;
   esac
   train_args+=("${args[$i]}")
   case "${args[$i]}" in
-    --device_num) device_num="${args[$((i + 1))]:-}" ;;
-    --device_num=*) device_num="${args[$i]#*=}" ;;
     --output_dir) output_dir="${args[$((i + 1))]:-}" ;;
     --output_dir=*) output_dir="${args[$i]#*=}" ;;
     --dataset) dataset="${args[$((i + 1))]:-}" ;;

@@ -8,7 +8,7 @@ take at the ceiling's rate over the time measured (training FLOPs = 3 x forward)
 
 Prints a table, then one JSON line. Ratios are PyTorch time / ms_vit time (above 1: ms_vit is faster), each pair with
 the same GELU form (tanh: ms_/torch_ cases; exact erf: mserf_/torcherf_). The ms_vit
-training step is the engine's own (``ms_vit.train.build_train_cell``: forward, backward, Adam), not a copy.
+training step is the engine's own (``ms_vit.train.run.build_train_cell``: forward, backward, Adam), not a copy.
 """
 
 import argparse
@@ -72,7 +72,7 @@ def case_gflop(name: str) -> float | None:
     parts = name.split("_")
     if len(parts) != 3 or not parts[1].startswith(("infer", "train")):
         return None
-    from ms_vit.complexity import total_macs
+    from ms_vit.models.complexity import total_macs
     from ms_vit.config import model_config
 
     forward = 2 * total_macs(model_config("vit_b_16")) * int(parts[2][1:]) / 1e9
@@ -119,8 +119,8 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
 
     import ms_vit
     from ms_vit.config import make_train_config
-    from ms_vit.complexity import batching
-    from ms_vit.train import build_train_cell
+    from ms_vit.models.complexity import batching
+    from ms_vit.train.run import build_train_cell
 
     device = ms_vit.set_up(None, "graph")
     ms.set_seed(0)
@@ -133,14 +133,14 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
         net.set_train(False)
         return (lambda: net(x).asnumpy()), {}
     if kind == "extract":
-        from ms_vit.model import FeatureExtractor
+        from ms_vit.models.vit import FeatureExtractor
 
         extractor = FeatureExtractor(net)
         extractor.set_train(False)
         return (lambda: extractor(x).asnumpy()), {}
     # train: the engine's default (on CPU, micro-batches with gradient accumulation); trainwhole (and --plain): the
     # whole batch in one graph; trainfrozen8, trainlora8: the engine's default in those modes.
-    from ms_vit.modes import apply_mode, trainable_counts
+    from ms_vit.train.modes import apply_mode, trainable_counts
 
     accum = 1 if kind == "trainwhole" or plain else 0
     cfg = make_train_config({"model": model, "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
@@ -170,9 +170,9 @@ def head_case(net, batch: int, repeat: int, images: int = 1000, epochs: int = 10
     import numpy as np
 
     from ms_vit.config import make_train_config
-    from ms_vit.linear_probe import HeadNet
-    from ms_vit.modes import apply_mode
-    from ms_vit.train import build_train_cell
+    from ms_vit.train.linear_probe import HeadNet
+    from ms_vit.train.modes import apply_mode
+    from ms_vit.train.run import build_train_cell
 
     cfg = make_train_config({"model": "vit_b_16", "batch_size": batch, "optimizer": "adam", "lr": 1e-3,
                              "accum_steps": 1, "epochs": epochs, "finetune_mode": "linear", "pretrained": "x"})
@@ -227,7 +227,7 @@ def pipeline_case(repeat: int) -> dict:
     import cv2
     import numpy as np
 
-    from ms_vit import data
+    from ms_vit.data import folder as data
     from ms_vit.config import make_train_config
 
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ def write_digits(folder: str, seed: int = 0) -> tuple[int, int]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from ms_vit import cifar
+    from ms_vit.data import cifar
 
     digits = load_digits()
     grey = (digits.images * (255.0 / 16.0)).astype(np.float32)
@@ -52,15 +52,15 @@ def cpu_seconds() -> float:
 
 
 def train(values: dict) -> dict:
-    from ms_vit.complexity import total_macs
+    from ms_vit.models.complexity import total_macs
     from ms_vit.config import make_train_config
-    from ms_vit.train import fine_tune
+    from ms_vit.train.run import fine_tune
 
     cfg = make_train_config(values)
     wall, cpu = time.perf_counter(), cpu_seconds()
     result = fine_tune(cfg, log=lambda line: print("  " + line, flush=True))
-    net = result["net"]
-    return {"test_top1": round(result["last"]["top_1"], 4), "best_top1": round(result["best_top1"], 4),
+    net = result.net
+    return {"test_top1": round(result.last["top_1"], 4), "best_top1": round(result.best_top1, 4),
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
             "params": sum(p.size for p in net.get_parameters()), "gflops": round(2 * total_macs(net.config) / 1e9, 4)}
 

@@ -60,7 +60,7 @@ def main():
     if not os.path.isfile(args.ckpt):
         raise SystemExit(f"error: {args.ckpt} does not exist: run `bash run_finetune.sh` once (the demo) first")
     from ms_vit.config import make_train_config
-    from ms_vit.train import fine_tune
+    from ms_vit.train.run import fine_tune
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,8 +74,8 @@ def main():
             result = fine_tune(cfg, log=logged.append)
             seconds = time.perf_counter() - start
             trainable = next((line for line in logged if line.startswith("trainable parameters")), "")
-            results[name] = {"best_top1": round(result["best_top1"], 4),
-                             "last_top1": round(result["last"].get("top_1", float("nan")), 4),
+            results[name] = {"best_top1": round(result.best_top1, 4),
+                             "last_top1": round(result.last.get("top_1", float("nan")), 4),
                              "wall_s": round(seconds, 1), "trainable": trainable}
             print(f"{name}: {results[name]}", flush=True)
     print(f"\n| run ({args.epochs} epochs, digits 1437/360, from the demo checkpoint) | val top-1 best | last | wall s |"

@@ -4,7 +4,7 @@
 
 Writes a random-weight checkpoint in the tutorial's format (1000 classes, no metadata) and a val folder of
 ImageNet-sized JPEGs (500x375) under two WordNet-id class folders into a temporary folder, then runs
-ms_vit.evaluate.evaluate on it (decode, resize, crop, normalise, forward) and prints the figures.
+ms_vit.evaluate.run.evaluate on it (decode, resize, crop, normalise, forward) and prints the figures.
 """
 
 import argparse
@@ -24,7 +24,7 @@ def main():
     import numpy as np
 
     import ms_vit
-    from ms_vit.evaluate import evaluate, load_for_inference
+    from ms_vit.evaluate.run import evaluate, load_for_inference
 
     ms_vit.set_up(None, "graph")
     rng = np.random.default_rng(0)

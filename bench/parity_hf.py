@@ -18,7 +18,7 @@ def main():
     import transformers
 
     import ms_vit
-    from ms_vit.parity import hf_parity
+    from ms_vit.models.parity import hf_parity
 
     ms_vit.set_up(None, "graph")
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")

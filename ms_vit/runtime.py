@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ms_vit.errors import ConfigError
 
 DEVICE_TARGETS = ("Ascend", "GPU", "CPU")
 MODES = {"graph": 0, "pynative": 1}

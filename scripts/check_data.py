@@ -20,7 +20,7 @@ def main(argv):
     parser.add_argument("--fast", action="store_true", help="sizes and magic bytes only (what training runs)")
     args = parser.parse_args(argv)
 
-    from ms_vit.check_data import quarantine, scan, summary_lines
+    from ms_vit.data.check import quarantine, scan, summary_lines
 
     report = scan(args.data_dir, args.image_size, full=not args.fast)
     print("\n".join(summary_lines(report)))

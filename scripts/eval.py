@@ -41,7 +41,7 @@ def main(argv):
 
     from ms_vit import set_up
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
-    from ms_vit.evaluate import evaluate, evaluate_cifar, load_for_inference, write_report
+    from ms_vit.evaluate.run import evaluate, evaluate_cifar, load_for_inference, write_report
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)

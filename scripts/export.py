@@ -32,7 +32,7 @@ def main(argv):
     import numpy as np
 
     from ms_vit import set_up
-    from ms_vit.evaluate import load_for_inference
+    from ms_vit.evaluate.run import load_for_inference
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)
@@ -42,7 +42,7 @@ def main(argv):
     cfg = net.config
     sample = ms.Tensor(np.zeros((args.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size), np.float32))
     if args.format == "ONNX":
-        from ms_vit.model import Attention
+        from ms_vit.models.vit import Attention
 
         for _, cell in net.cells_and_names():  # ONNX has no Unstack: the attention splits q, k, v by slicing
             if isinstance(cell, Attention):

@@ -27,9 +27,9 @@ def main(argv):
 
     from ms_vit import set_up
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
-    from ms_vit.evaluate import load_for_inference
-    from ms_vit.infer import find_images, predict_files
-    from ms_vit.labels import resolve_labels
+    from ms_vit.evaluate.run import load_for_inference
+    from ms_vit.evaluate.infer import find_images, predict_files
+    from ms_vit.data.labels import resolve_labels
 
     set_up(args.device_target)
     paths = find_images(args.input)

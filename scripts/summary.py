@@ -30,7 +30,7 @@ def main(argv):
     args = parser.parse_args(argv)
 
     from ms_vit import PRESETS, create_model, from_pretrained, set_up
-    from ms_vit.timing import compare_modes, time_forward
+    from ms_vit.evaluate.timing import compare_modes, time_forward
 
     set_up(args.device_target, mode="graph")
     overrides = {"patch_impl": args.patch_impl} if args.patch_impl else {}
@@ -43,7 +43,7 @@ def main(argv):
             overrides[key] = getattr(args, key)
     if args.token_fuser:
         overrides["token_fuser"] = True
-    from ms_vit.hub import is_hub_name
+    from ms_vit.checkpoint.hub import is_hub_name
 
     if args.model in PRESETS or not (os.path.exists(args.model) or os.path.splitext(args.model)[1]
                                      or is_hub_name(args.model)):
@@ -63,7 +63,7 @@ def main(argv):
           + (f"  TokenLearner {cfg.token_learner_tokens} tokens after block {cfg.learner_after}"
              + (" + TokenFuser" if cfg.token_fuser else "") if cfg.token_learner_tokens else ""))
     print(f"parameters: {n_params:,}")
-    from ms_vit.complexity import stage_table
+    from ms_vit.models.complexity import stage_table
 
     rows = stage_table(cfg)
     width = max(len(name) for name, _, _ in rows)

@@ -3,7 +3,7 @@
 import sys
 
 from ms_vit.cli import run
-from ms_vit.train import main
+from ms_vit.train.run import main
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -1,4 +1,6 @@
-"""Shared fixtures: MindSpore on CPU in GRAPH mode, a tiny ViT and its input, checkpoint files the tests write."""
+"""Shared fixtures: MindSpore on CPU in GRAPH mode, a tiny ViT and its input, checkpoint files the tests write; the
+one tiny fine-tuning recipe (TINY_RUN, tiny_config, train_tiny) and one finished run of it for the whole session
+(tiny_run); the one filter of network weights out of a training checkpoint (model_weights)."""
 
 import os
 
@@ -76,7 +78,7 @@ def run_interrupted_and_resumed(values: dict, tmp_path):
     import signal
 
     from ms_vit.config import make_train_config
-    from ms_vit.train import fine_tune
+    from ms_vit.train.run import fine_tune
 
     fine_tune(make_train_config({**values, "output_dir": str(tmp_path / "full")}), log=lambda *a: None)
 
@@ -85,8 +87,76 @@ def run_interrupted_and_resumed(values: dict, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     cut = {**values, "output_dir": str(tmp_path / "cut")}
-    assert fine_tune(make_train_config(cut), log=ctrl_c_in_epoch_two)["interrupted"]
+    assert fine_tune(make_train_config(cut), log=ctrl_c_in_epoch_two).interrupted
     saved = ms_vit.read_checkpoint(str(tmp_path / "cut" / "checkpoints" / "interrupted.ckpt")).meta
     result = fine_tune(make_train_config({**cut, "resume": True}), log=lambda *a: None)
-    assert result["last"]["epoch"] == 2
+    assert result.last["epoch"] == 2
     return saved
+
+
+# One tiny-run recipe for every test that fine-tunes vit_tiny_test: AdamW with warmup, random crops, label
+# smoothing and gradient clipping (so a test that needs one of them needs no recipe of its own). Tests override keys.
+TINY_RUN = {"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 4, "optimizer": "adamw", "lr": 3e-3,
+            "warmup_epochs": 0.5, "crop_scale": [0.7, 1.0], "label_smoothing": 0.1, "clip_grad_norm": 1.0,
+            "num_workers": 1, "log_every": 100}
+
+
+def tiny_config(data_dir, output_dir, **overrides):
+    """The TrainConfig of TINY_RUN on ``data_dir`` into ``output_dir``, with ``overrides``."""
+    from ms_vit.config import make_train_config
+
+    return make_train_config({**TINY_RUN, "data_dir": str(data_dir), "output_dir": str(output_dir), **overrides})
+
+
+def train_tiny(data_dir, output_dir, log=None, **overrides):
+    """fine_tune of TINY_RUN (with ``overrides``); log lines go to ``log`` (default: nowhere)."""
+    from ms_vit.train.run import fine_tune
+
+    return fine_tune(tiny_config(data_dir, output_dir, **overrides), log=log or (lambda *a: None))
+
+
+def command_line(values: dict) -> list:
+    """``values`` as the command line takes them: ``--key value`` (``--key v1 v2`` for a list)."""
+    argv = []
+    for key, value in values.items():
+        assert not isinstance(value, bool), f"{key}: a flag, give it on the command line itself"
+        argv += [f"--{key}", *map(str, value if isinstance(value, (list, tuple)) else [value])]
+    return argv
+
+
+def model_weights(path) -> dict:
+    """A training checkpoint's network weights: the entries a ViT of its architecture (its metadata's) has, without
+    optimizer state, step counters, loss scale or EMA shadows. Every weight must be there."""
+    ckpt = ms_vit.read_checkpoint(str(path))
+    names = {p.name for p in ms_vit.ViT(ms_vit.ViTConfig(**ckpt.meta["model"])).get_parameters()}
+    assert names <= set(ckpt.params), sorted(names - set(ckpt.params))
+    return {name: value for name, value in ckpt.params.items() if name in names}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two {name: array} dicts of the same names."""
+    assert set(a) == set(b), sorted(set(a) ^ set(b))
+    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+
+
+def read_metrics(output_dir) -> list:
+    """metrics.csv of a run's output folder, one dict per epoch."""
+    import csv
+
+    with open(os.path.join(str(output_dir), "metrics.csv")) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One TINY_RUN fine-tuning (4 epochs, 36 training and 9 validation images of 3 colours) for every test that only
+    needs a finished run: its result, log lines and output folder. Tests copy the folder before changing anything."""
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data_dir = make_image_folder(root / "data", n_train=12, n_val=3)
+    lines = []
+    result = train_tiny(data_dir, root / "out", log=lines.append)
+    return SimpleNamespace(data_dir=data_dir, output_dir=root / "out", result=result, lines=lines,
+                           config=dict(TINY_RUN))
+

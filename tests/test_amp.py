@@ -6,8 +6,8 @@ from conftest import TINY
 from mindspore import nn, ops
 
 import ms_vit
-from ms_vit.amp import apply_amp
-from ms_vit.model import Attention
+from ms_vit.train.amp import apply_amp
+from ms_vit.models.vit import Attention
 
 
 def test_o2_network_runs_every_softmax_in_fp32(monkeypatch, images):
@@ -49,7 +49,7 @@ def test_o2_attention_scales_q_before_the_product():
 def test_o2_network_normalises_every_layer_norm_in_fp32(monkeypatch, images):
     """Every LayerNorm of the O2-cast network (2 blocks x 2, and the final one) normalises fp32 statistics: an fp16
     variance over a wide token overflows or loses the small differences that matter."""
-    from ms_vit import layers
+    from ms_vit.models import layers
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)

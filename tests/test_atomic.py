@@ -78,13 +78,13 @@ def test_the_temporary_name_follows_the_template(tmp_path):
 
 def test_leftovers_of_a_crash_are_what_fine_tune_clears(tmp_path):
     from ms_vit.checkpoint import save
-    from ms_vit.train import _remove_partial_files
+    from ms_vit.checkpoint.resume import remove_partial_files
 
     for name, template in (("train_state.json", atomic.TEMP_NAME), ("curves.png", "{name}.{pid}.tmp.png"),
                            ("epoch_001.ckpt", save.TEMP_NAME)):
         (tmp_path / template.format(name=name, pid=4321)).write_text("torn")
         (tmp_path / name).write_text("whole")
-    _remove_partial_files(str(tmp_path))
+    remove_partial_files(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "epoch_001.ckpt", "train_state.json"]
 
 

@@ -13,7 +13,7 @@ from test_scripts import script
 
 import ms_vit
 from ms_vit.cli import run
-from ms_vit.train import main as train_main
+from ms_vit.train.run import main as train_main
 
 TRAIN = ["--model", "vit_tiny_test", "--image_size", "32", "--batch_size", "2", "--epochs", "1", "--num_workers", "1"]
 
@@ -77,7 +77,7 @@ CASES = [
          "dense.weight has shape (1000, 32), the model expects (3, 32)"),
     case("train", ["--data_dir", "{u}/good", "--lrr", "0.1"], "unknown option 'lrr'; did you mean lr?"),
     case("train", ["--config", "{u}/recipe.yaml"], "'warmup_epoch'; did you mean warmup_epochs?"),
-    case("train", ["--data_dir", "{u}/good", "--lr", "-1"], "lr must not be negative"),
+    case("train", ["--data_dir", "{u}/good", "--lr", "-1"], "lr must be positive"),
     case("train", ["--data_dir", "{u}/good", "--batch_size", "-16"], "batch_size must be at least 1"),
     case("train", ["--data_dir", "{u}/good", "--batch_size", "64"], "batch_size 64 is larger than the 6 training"),
     case("train", ["--data_dir", "{u}/good", "--output_dir", "{u}/notes.txt/out"], "is not writable"),

@@ -1,14 +1,14 @@
 """CIFAR-10 binary reader and the from-scratch recipe, on tiny files written here in that format."""
 
+import csv
 import os
 
 import numpy as np
 import pytest
 
-from ms_vit import cifar
+from ms_vit.data import cifar
 from ms_vit.config import make_train_config, read_yaml
 from ms_vit.errors import ConfigError
-from ms_vit.train import fine_tune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,34 +86,36 @@ def test_bad_cifar_folders_get_one_clear_error(tmp_path, case, fragment):
     assert str(folder) in str(err.value)
 
 
-def test_the_recipe_loads_and_trains_on_cifar_files(tmp_path):
-    tiny_cifar(tmp_path / "data", n_train=16, n_test=8)
-    values = read_yaml(os.path.join(ROOT, "configs", "vit_cifar10_scratch.yaml"))
-    values.update(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), epochs=1, batch_size=8,
-                  warmup_epochs=0, num_workers=1)
-    cfg = make_train_config(values)
-    assert (cfg.dataset, cfg.patch_size, cfg.image_size, cfg.embed_dim) == ("cifar10", 4, 32, 192)
-    result = fine_tune(cfg, log=lambda *a: None)
-    assert result["classes"][:2] == ["airplane", "automobile"] and len(result["classes"]) == 10
-    assert result["last"]["step"] == 2 and np.isfinite(result["last"]["train_loss"])
-    assert 0 <= result["last"]["top_1"] <= 1
-    assert os.path.getsize(tmp_path / "out" / "best.ckpt") > 0
-
-
-def test_run_finetune_with_dataset_cifar10_uses_the_recipe(tmp_path):
+def test_run_finetune_with_dataset_cifar10_trains_the_recipe_on_cifar_files(tmp_path):
+    """run_finetune.sh --dataset cifar10 (no --config) runs configs/vit_cifar10_scratch.yaml on the binary files; the
+    options after it still apply. MindSpore's INFO/WARNING lines go to OUTPUT_DIR/mindspore_logs/, not the console."""
     import subprocess
     import sys
 
-    tiny_cifar(tmp_path / "data", n_train=8, n_test=4)
+    recipe = make_train_config(read_yaml(os.path.join(ROOT, "configs", "vit_cifar10_scratch.yaml")))
+    assert (recipe.dataset, recipe.patch_size, recipe.image_size, recipe.embed_dim, recipe.num_layers) == \
+        ("cifar10", 4, 32, 192, 12)
+    tiny_cifar(tmp_path / "data", n_train=16, n_test=8)
+    out = tmp_path / "out"
     # The recipe's model, made small here only to keep the test quick: the options after it still apply.
     proc = subprocess.run(["bash", os.path.join(ROOT, "run_finetune.sh"), "--dataset", "cifar10", "--data_dir",
-                           str(tmp_path / "data"), "--epochs", "1", "--batch_size", "4", "--num_layers", "2",
-                           "--warmup_epochs", "0", "--num_workers", "1", "--output_dir", str(tmp_path / "out")],
-                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "data"), "--epochs", "1", "--batch_size", "8", "--num_layers", "2",
+                           "--warmup_epochs", "0", "--num_workers", "1", "--output_dir", str(out)],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    saved = read_yaml(str(tmp_path / "out" / "config.yaml"))
-    assert (saved["dataset"], saved["patch_size"], saved["embed_dim"], saved["num_layers"]) == ("cifar10", 4, 192, 2)
+    saved = read_yaml(str(out / "config.yaml"))
+    assert (saved["dataset"], saved["patch_size"], saved["image_size"], saved["embed_dim"], saved["num_layers"]) == \
+        ("cifar10", 4, 32, 192, 2)
+    classes = (out / "classes.txt").read_text().split("\n")[:-1]
+    assert classes[:2] == ["airplane", "automobile"] and len(classes) == 10
+    with open(out / "metrics.csv") as handle:
+        last = list(csv.DictReader(handle))[-1]
+    assert last["step"] == "2" and np.isfinite(float(last["train_loss"]))  # 16 images in batches of 8
+    assert 0 <= float(last["top_1"]) <= 1
+    assert os.path.getsize(out / "best.ckpt") > 0
     assert "top-1" in proc.stdout
+    assert (out / "mindspore_logs").is_dir()
 
 
 def test_eval_script_scores_the_cifar10_test_file(tmp_path, capsys):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ms_vit import data
-from ms_vit.check_data import IGNORED, scan
+from ms_vit.data import folder as data
+from ms_vit.data.check import IGNORED, scan
 from ms_vit.config import make_train_config
 
 SIZE = 16

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ms_vit import data
+from ms_vit.data import folder as data
 from ms_vit.config import make_train_config
-from ms_vit.infer import preprocess, read_rgb
+from ms_vit.evaluate.infer import preprocess, read_rgb
 
 SIZE = 32
 MEAN, STD = [120.0, 110.0, 100.0], [60.0, 50.0, 40.0]
@@ -104,7 +104,7 @@ def test_bicubic_is_pils_antialiased_bicubic_in_eval_and_training(tmp_path):
     """timm's and HF's "bicubic" is PIL's (antialiased): eval's resize and training's crop resize both match it."""
     from PIL import Image
 
-    from ms_vit import data
+    from ms_vit.data import folder as data
 
     rgb = np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)
     path = str(tmp_path / "noise.png")

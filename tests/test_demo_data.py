@@ -3,7 +3,7 @@ import os
 import cv2
 import pytest
 
-from ms_vit.demo_data import SHAPES, make_shapes_dataset
+from ms_vit.data.demo import SHAPES, make_shapes_dataset
 
 
 def test_shapes_dataset_is_an_image_folder(tmp_path):
@@ -34,7 +34,7 @@ def small(monkeypatch):
     """The demo at test size, as resolve_data_dir generates it."""
     import functools
 
-    from ms_vit import demo_data
+    from ms_vit.data import demo as demo_data
 
     monkeypatch.setattr(demo_data, "make_shapes_dataset",
                         functools.partial(make_shapes_dataset, train_per_class=3, val_per_class=2, size=32))
@@ -42,7 +42,7 @@ def small(monkeypatch):
 
 def interrupt_after(monkeypatch, draws):
     """Ctrl-C after ``draws`` images, as if the user stopped the first demo run while it generated."""
-    from ms_vit import demo_data
+    from ms_vit.data import demo as demo_data
 
     real, count = demo_data.draw_shape, [0]
 
@@ -67,7 +67,7 @@ def image_count(root):
 
 
 def test_an_interrupted_generation_is_regenerated_not_trained_on(tmp_path, monkeypatch):
-    from ms_vit.train import resolve_data_dir
+    from ms_vit.data.sources import resolve_data_dir
 
     small(monkeypatch)
     root = tmp_path / "demo"
@@ -85,7 +85,7 @@ def test_an_interrupted_generation_is_regenerated_not_trained_on(tmp_path, monke
 
 def test_a_partial_folder_from_before_is_replaced(tmp_path, monkeypatch):
     """A folder an older version left half-written (generated images, no completion marker)."""
-    from ms_vit.train import resolve_data_dir
+    from ms_vit.data.sources import resolve_data_dir
 
     small(monkeypatch)
     root = tmp_path / "demo"
@@ -114,7 +114,7 @@ def test_someone_elses_data_is_never_removed(tmp_path):
     from conftest import make_image_folder
 
     from ms_vit import ConfigError
-    from ms_vit.train import resolve_data_dir
+    from ms_vit.data.sources import resolve_data_dir
 
     root = make_image_folder(tmp_path / "mine", n_train=1, n_val=1, size=32)
     before = sorted(str(p) for p in (tmp_path / "mine").rglob("*"))

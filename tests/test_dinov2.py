@@ -238,14 +238,14 @@ def test_fine_tuning_takes_the_architecture_from_the_weights_and_bad_weights_wri
     from safetensors.numpy import load_file, save_file
 
     from ms_vit.config import make_train_config
-    from ms_vit.train import fine_tune
+    from ms_vit.train.run import fine_tune
 
     data = make_image_folder(tmp_path / "data", n_train=2, n_val=1, size=32)
     folder = save_folder(hf_model(), tmp_path / "weights")
-    run = {"data_dir": data, "pretrained": folder, "image_size": 28, "batch_size": 2, "epochs": 1, "num_workers": 1,
+    run = {"data_dir": data, "pretrained": folder, "image_size": 28, "batch_size": 3, "epochs": 1, "num_workers": 1,
            "compile_cache": False}
     result = fine_tune(make_train_config({**run, "output_dir": str(tmp_path / "ok")}), log=lambda *a: None)
-    config = result["net"].config
+    config = result.net.config
     assert (config.embed_dim, config.num_layers, config.num_heads, config.pool) == (32, 2, 2, "cls_mean")
 
     with pytest.raises(ms_vit.CheckpointError) as err:

@@ -1,7 +1,6 @@
 """Data parallelism: gradients reduced once per optimizer step; a 2-process msrun resume where only rank 0 has the
 checkpoints; validation split over the processes and summed."""
 
-import csv
 import json
 import os
 import shutil
@@ -10,17 +9,19 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, make_image_folder
+from conftest import (ROOT, TINY, TINY_RUN, command_line, make_image_folder, max_difference, read_metrics,
+                      train_tiny)
 
 import ms_vit
 from ms_vit.config import make_train_config
 from ms_vit.distributed import shard_indices
-from ms_vit.evaluate import evaluate, load_for_inference
-from ms_vit.train import build_train_cell, fine_tune
+from ms_vit.evaluate.run import evaluate, load_for_inference
+from ms_vit.train.run import build_train_cell
 
 
 class CountingReducer(ms.nn.Cell):
@@ -57,8 +58,8 @@ def test_shards_cover_every_sample_once():
 
 
 def test_both_sources_give_each_process_its_val_shard(tmp_path):
-    from ms_vit import cifar
-    from ms_vit.train import CifarSource, FolderSource
+    from ms_vit.data import cifar
+    from ms_vit.data.sources import CifarSource, FolderSource
 
     make_image_folder(tmp_path / "folder", n_train=1, n_val=3, size=32)  # 9 val images: labels 0,0,0,1,1,1,2,2,2
     rng = np.random.default_rng(0)
@@ -73,7 +74,7 @@ def test_both_sources_give_each_process_its_val_shard(tmp_path):
         source = source_class(str(tmp_path / name), cfg, lambda *a: None)
         for world in (1, 2):
             for rank in range(world):
-                got = [int(y) for _, batch in source.val_data(cfg, rank, world).create_tuple_iterator(output_numpy=True)
+                got = [int(y) for _, batch in source.val_data(rank, world).create_tuple_iterator(output_numpy=True)
                        for y in batch]
                 assert got == labels[rank::world], (name, rank, world)
 
@@ -83,8 +84,10 @@ def test_both_sources_give_each_process_its_val_shard(tmp_path):
 HARNESS = """
 import json, os, sys
 import numpy as np
-from ms_vit import callbacks, distributed
-from ms_vit.train import fine_tune, parse_config
+from ms_vit.train import callbacks
+from ms_vit import distributed
+from ms_vit.config.document import parse_config
+from ms_vit.train.run import fine_tune
 
 rank, world = distributed.init_data_parallel()
 distributed.init_data_parallel = lambda: (rank, world)  # fine_tune's call: the group is joined already
@@ -98,13 +101,34 @@ def counting(*args, **kwargs):
 callbacks.validate = counting
 report, out_dirs, argv = sys.argv[1], sys.argv[2:4], sys.argv[4:]
 result = fine_tune(parse_config(argv + ["--output_dir", out_dirs[rank]]), log=print)
-np.savez(os.path.join(report, f"rank{rank}.npz"), **{p.name: p.asnumpy() for p in result["net"].get_parameters()})
+np.savez(os.path.join(report, f"rank{rank}.npz"), **{p.name: p.asnumpy() for p in result.net.get_parameters()})
 with open(os.path.join(report, f"rank{rank}.json"), "w") as handle:
-    json.dump({"validated": seen, "last": result["last"]}, handle)
+    json.dump({"validated": seen, "last": result.last}, handle)
 """
 
-RUN = {"model": TINY, "image_size": 32, "batch_size": 8, "epochs": 3, "optimizer": "sgd", "lr": 0.1,
-       "crop_scale": [1, 1], "crop_ratio": [1, 1], "hflip": 0, "num_workers": 1, "log_every": 100}
+# The tiny recipe made deterministic for comparisons across process counts: SGD, whole images, no flips; batch 8 (3
+# steps an epoch on 24 training images, 9 validation images), 3 epochs.
+RUN = {"batch_size": 8, "epochs": 3, "optimizer": "sgd", "lr": 0.1, "crop_scale": [1, 1], "crop_ratio": [1, 1],
+       "hflip": 0}
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The one-process run every multi-process run here is compared with: its data folder and output folder."""
+    root = tmp_path_factory.mktemp("one_process")
+    data = make_image_folder(root / "data", n_train=8, n_val=3, size=32)
+    train_tiny(data, root / "full", **RUN)
+    return SimpleNamespace(data=data, out=root / "full")
+
+
+def run_args(full, **extra):
+    """RUN's command line on the shared data, as run_finetune.sh and the msrun harness take it."""
+    return command_line({**TINY_RUN, **RUN, "data_dir": full.data, **extra})
+
+
+def training_state(out, epoch=3):
+    """Everything the epoch's checkpoint holds: weights, optimizer buffers, step counters."""
+    return ms_vit.read_checkpoint(str(out / "checkpoints" / f"epoch_{epoch:03d}.ckpt")).params
 
 
 def _free_port():
@@ -117,7 +141,7 @@ def _msrun(tmp_path, script, args, timeout=240):
     logs = tmp_path / "msrun_logs"
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     proc = subprocess.Popen(["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
-                             f"--log_dir={logs}", "--join=True", str(script), *args], cwd=ROOT, env=env,
+                             f"--log_dir={logs}", "--join=True", str(script), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         proc.communicate(timeout=timeout)
@@ -129,57 +153,47 @@ def _msrun(tmp_path, script, args, timeout=240):
     return proc.returncode, worker_logs
 
 
-def test_two_process_resume_from_rank_0_only_and_sharded_validation(tmp_path):
-    """Rank 0 resumes from epoch 2 of a one-process run, rank 1's output_dir is empty: both end with the
+def test_two_process_resume_from_rank_0_only_and_sharded_validation(full, tmp_path):
+    """Rank 0 resumes from epoch 2 of the one-process run, rank 1's output_dir is empty: both end with the
     uninterrupted run's weights (2 processes x 2 micro-batches against whole batches); val is split 5 + 4 and
     summed to eval.py's numbers for the same weights."""
-    make_image_folder(tmp_path / "data", n_train=8, n_val=3, size=32)  # 24 train images (3 steps), 9 val
-    full = tmp_path / "full"
-    fine_tune(make_train_config({**RUN, "data_dir": str(tmp_path / "data"), "output_dir": str(full)}),
-              log=lambda *a: None)
-    cut = tmp_path / "cut"  # the same run as it stood after epoch 2
-    shutil.copytree(full, cut)
+    cut = tmp_path / "cut"  # the one-process run as it stood after epoch 2
+    shutil.copytree(full.out, cut)
     os.remove(cut / "checkpoints" / "epoch_003.ckpt")
     with open(cut / "train_state.json", "w") as handle:
         json.dump({"checkpoint": "checkpoints/epoch_002.ckpt", "epoch": 2}, handle)
     script, report = tmp_path / "harness.py", tmp_path / "report"
     script.write_text(HARNESS)
     report.mkdir()
-    args = ["--model", TINY, "--image_size", "32", "--batch_size", "8", "--epochs", "3", "--optimizer", "sgd",
-            "--lr", "0.1", "--crop_scale", "1", "1", "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1",
-            "--log_every", "100", "--data_dir", str(tmp_path / "data"), "--accum_steps", "2", "--resume"]
+    args = run_args(full, accum_steps=2) + ["--resume"]
     code, logs = _msrun(tmp_path, script, [str(report), str(cut), str(tmp_path / "rank1_elsewhere"), *args])
     assert code == 0, logs
     assert "resumed from" in logs and "epoch_002.ckpt (epoch 2" in logs
 
-    reference = ms_vit.read_checkpoint(str(full / "checkpoints" / "epoch_003.ckpt")).params
-    resumed = ms_vit.read_checkpoint(str(cut / "checkpoints" / "epoch_003.ckpt")).params
-    assert set(reference) == set(resumed)  # weights, momentum buffers, step counters
-    assert max(float(np.abs(reference[k].astype(np.float64) - resumed[k]).max()) for k in reference) <= 1e-6
+    resumed = training_state(cut)
+    assert max_difference(training_state(full.out), resumed) <= 1e-6  # weights, momentum buffers, step counters
     ranks = [dict(np.load(report / f"rank{r}.npz")) for r in (0, 1)]
-    assert set(ranks[0]) == set(ranks[1])
-    assert max(float(np.abs(ranks[0][k] - ranks[1][k]).max()) for k in ranks[0]) == 0.0
-    before = ms_vit.read_checkpoint(str(full / "checkpoints" / "epoch_002.ckpt")).params
+    assert max_difference(ranks[0], ranks[1]) == 0.0
+    before = training_state(full.out, 2)
     assert float(np.abs(before["dense.weight"] - resumed["dense.weight"]).max()) > 1e-4  # epoch 3 did move them
 
     runs = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [run["validated"] for run in runs] == [[[5, 9]], [[4, 9]]]  # each image once, on one process
     for key in ("val_loss", "top_1", "top_5"):  # the same val metrics on both (train_loss is each one's own)
         assert runs[0]["last"][key] == runs[1]["last"][key]
-    with open(cut / "metrics.csv") as handle:
-        row = list(csv.DictReader(handle))[-1]
+    row = read_metrics(cut)[-1]
     assert row["epoch"] == "3"
-    with open(full / "metrics.csv") as handle:  # the train loss over both processes' micro-batches
-        assert abs(float(list(csv.DictReader(handle))[-1]["train_loss"]) - float(row["train_loss"])) <= 1e-5
-    single = evaluate(load_for_inference(str(cut / "checkpoints" / "epoch_003.ckpt")), str(tmp_path / "data" / "val"),
+    # the train loss over both processes' micro-batches
+    assert abs(float(read_metrics(full.out)[-1]["train_loss"]) - float(row["train_loss"])) <= 1e-5
+    single = evaluate(load_for_inference(str(cut / "checkpoints" / "epoch_003.ckpt")), os.path.join(full.data, "val"),
                       log=lambda *a: None)
     assert abs(single["loss"] - float(row["val_loss"])) <= 1e-5
     assert abs(single["top_1"] - float(row["top_1"])) <= 1e-6 and abs(single["top_5"] - float(row["top_5"])) <= 1e-6
 
 
-def _launch(args, env_extra=None):
+def _launch(args, env_extra=None, cwd=None):
     env = {**os.environ, "PYTHON": sys.executable, **(env_extra or {})}
-    return subprocess.Popen(["bash", os.path.join(ROOT, "run_finetune.sh"), *args], cwd=ROOT, env=env,
+    return subprocess.Popen(["bash", os.path.join(ROOT, "run_finetune.sh"), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -192,45 +206,48 @@ def _finish(proc, timeout=300):
     return proc.returncode, out, err
 
 
-def test_two_machines_on_one_host_train_like_one_process_and_only_node_0_writes(tmp_path):
-    """Two run_finetune.sh launches (node_rank 0 and 1, one process each, master 127.0.0.1) end with the weights of
-    one process on the whole batch; node 1's output_dir gets no checkpoint."""
-    make_image_folder(tmp_path / "data", n_train=8, n_val=3, size=32)
-    values = {**RUN, "epochs": 2, "data_dir": str(tmp_path / "data")}
-    fine_tune(make_train_config({**values, "output_dir": str(tmp_path / "single")}), log=lambda *a: None)
-    args = ["--model", TINY, "--image_size", "32", "--batch_size", "8", "--epochs", "2", "--optimizer", "sgd",
-            "--lr", "0.1", "--crop_scale", "1", "1", "--crop_ratio", "1", "1", "--hflip", "0", "--num_workers", "1",
-            "--log_every", "100", "--data_dir", str(tmp_path / "data"), "--device_num", "1", "--node_num", "2",
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    port = int(args[-1])
-    nodes = [_launch([*args, "--node_rank", "0", "--output_dir", str(tmp_path / "node0")])]
+def test_two_machines_of_two_processes_on_one_host_train_like_one_process_and_only_node_0_writes(full, tmp_path):
+    """Two run_finetune.sh launches (node_rank 0 and 1, master 127.0.0.1), each with --device_num 2: msrun starts 2
+    processes on each "machine", and the 4 of them, each taking a quarter of every batch, end with the weights of one
+    process on the whole batch (the averaged gradients give its steps). Each launch's workers log into its
+    OUTPUT_DIR/msrun_logs/; node 1's output_dir gets no checkpoint."""
+    port = _free_port()
+    args = run_args(full) + ["--device_num", "2", "--node_num", "2", "--master_addr", "127.0.0.1",
+                             "--master_port", str(port)]
+    nodes = [_launch([*args, "--node_rank", "0", "--output_dir", str(tmp_path / "node0")], cwd=tmp_path)]
     deadline = time.monotonic() + 60  # node 0 first, as on real machines: its scheduler listens before node 1 starts
     while time.monotonic() < deadline and nodes[0].poll() is None:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.2)
-    nodes.append(_launch([*args, "--node_rank", "1", "--output_dir", str(tmp_path / "node1")]))
+    nodes.append(_launch([*args, "--node_rank", "1", "--output_dir", str(tmp_path / "node1")], cwd=tmp_path))
     results = [_finish(node) for node in nodes]
     for code, out, err in results:
         assert code == 0, out[-3000:] + err[-3000:]
-    reference = ms_vit.read_checkpoint(str(tmp_path / "single" / "checkpoints" / "epoch_002.ckpt")).params
-    trained = ms_vit.read_checkpoint(str(tmp_path / "node0" / "checkpoints" / "epoch_002.ckpt")).params
-    assert set(reference) == set(trained)
-    difference = max(float(np.abs(reference[k].astype(np.float64) - trained[k]).max()) for k in reference)
-    print(f"two machines vs one process: max weight difference {difference:.2e}")
+    for node, ranks in (("node0", (0, 1)), ("node1", (2, 3))):
+        logs = sorted(n for n in os.listdir(tmp_path / node / "msrun_logs") if n.startswith("worker_"))
+        assert logs == [f"worker_{rank}.log" for rank in ranks]
+    reference = training_state(full.out)
+    difference = max_difference(reference, training_state(tmp_path / "node0"))
+    print(f"4 processes on two machines vs one process: max difference {difference:.2e}")
     assert difference <= 1e-6
+    ms.set_seed(0)
+    initial = {p.name: p.asnumpy() for p in ms_vit.create_model(TINY, num_classes=3).get_parameters()}
+    assert float(np.abs(reference["dense.weight"] - initial["dense.weight"]).max()) > 1e-4  # not trivially equal
     assert not list((tmp_path / "node1").rglob("*.ckpt")) and not (tmp_path / "node1" / "best.ckpt").exists()
 
 
 def test_a_node_that_cannot_reach_its_master_fails_in_bounded_time_naming_address_and_port(tmp_path):
+    """Node 1 of 2, its master at an address of this host where nothing listens (127.0.0.2: loopback, not one of
+    the host's own addresses, so msrun starts no scheduler here as it would for a local master address)."""
     port = _free_port()
     make_image_folder(tmp_path / "data", n_train=2, n_val=1, size=32)
     started = time.monotonic()
     code, out, err = _finish(_launch(["--model", TINY, "--image_size", "32", "--data_dir", str(tmp_path / "data"),
                                       "--output_dir", str(tmp_path / "out"), "--node_num", "2", "--node_rank", "1",
-                                      "--master_addr", "127.0.0.1", "--master_port", str(port)],
-                                     {"CLUSTER_TIMEOUT": "5"}), timeout=120)
+                                      "--master_addr", "127.0.0.2", "--master_port", str(port)],
+                                     {"CLUSTER_TIMEOUT": "1"}, cwd=tmp_path), timeout=120)
     assert code != 0 and time.monotonic() - started < 100
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], err
+    assert len(lines) == 1 and f"127.0.0.2:{port}" in lines[0], err

@@ -10,7 +10,7 @@ from conftest import make_image_folder, write_images
 
 import ms_vit
 from ms_vit.cli import run
-from ms_vit.evaluate import evaluate, load_for_inference
+from ms_vit.evaluate.run import evaluate, load_for_inference
 from test_scripts import script
 
 
@@ -86,7 +86,7 @@ def test_eval_script_bad_folder_is_one_line(tmp_path, capsys):
 
 
 def test_worst_predictions_lists_only_mistakes_most_confident_first():
-    from ms_vit.gallery import worst_predictions
+    from ms_vit.evaluate.gallery import worst_predictions
 
     logits = np.log(np.array([[0.9, 0.1, 0.0 + 1e-9], [0.2, 0.7, 0.1], [0.05, 0.9, 0.05], [0.3, 0.3, 0.4],
                               [0.1, 0.6, 0.3]]))

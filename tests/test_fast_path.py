@@ -7,7 +7,7 @@ from conftest import TINY, logits_of
 from mindspore import nn
 
 import ms_vit
-from ms_vit.model import SigmoidGELU, gelu_cell
+from ms_vit.models.vit import SigmoidGELU, gelu_cell
 
 PLAIN = {"patch_impl": "conv", "gelu_impl": "kernel"}
 FAST = {"patch_impl": "matmul", "gelu_impl": "auto"}
@@ -42,7 +42,7 @@ def test_logits_within_1e5_of_the_plain_path(gelu, images):
 @pytest.mark.parametrize("gelu", ["tanh", "erf"])
 def test_training_losses_equal_to_5_digits_over_20_steps(gelu, images):
     from ms_vit.config import make_train_config
-    from ms_vit.train import build_train_cell
+    from ms_vit.train.run import build_train_cell
 
     cfg = make_train_config({"model": TINY, "optimizer": "adamw", "lr": 1e-3, "epochs": 1, "weight_decay": 0.05})
     x = ms.Tensor(images(8, seed=3) * 2)
@@ -83,15 +83,21 @@ def _grads(cell, *inputs):
 
 
 def test_cpu_takes_the_gemv_backward_of_layer_norm_and_attention_softmax():
-    from ms_vit.layers import RowSoftmax, _RowNormalize
+    from ms_vit.models.layers import RowSoftmax, _RowNormalize
+
+    from ms_vit.models.vit import Attention
 
     net = ms_vit.create_model(TINY)
     assert isinstance(net.norm.normalize, _RowNormalize)
-    assert all(isinstance(cell, RowSoftmax) for _, cell in net.cells_and_names() if "softmax" in _.split(".")[-1])
+    attentions = [cell for _, cell in net.cells_and_names() if isinstance(cell, Attention)]
+    assert len(attentions) == net.config.num_layers == 2  # not an all() over nothing
+    assert all(isinstance(attention.softmax, RowSoftmax) for attention in attentions)
+    norms = [cell for _, cell in net.cells_and_names() if type(cell).__name__ == "LayerNorm"]
+    assert len(norms) == 2 * 2 + 1 and all(isinstance(norm.normalize, _RowNormalize) for norm in norms)
 
 
 def test_gemv_backward_of_layer_norm_equals_the_kernels():
-    from ms_vit.layers import _Normalize, _RowNormalize
+    from ms_vit.models.layers import _Normalize, _RowNormalize
 
     rng = np.random.default_rng(0)
     x = ms.Tensor((rng.standard_normal((2, 50, 96)) * 3 + 1).astype(np.float32))
@@ -101,7 +107,7 @@ def test_gemv_backward_of_layer_norm_equals_the_kernels():
 
 
 def test_gemv_backward_of_softmax_equals_the_kernels():
-    from ms_vit.layers import RowSoftmax, Softmax
+    from ms_vit.models.layers import RowSoftmax, Softmax
 
     x = ms.Tensor((np.random.default_rng(0).standard_normal((2, 3, 50, 50)) * 4).astype(np.float32))
     (fast,), (kernel,) = _grads(RowSoftmax(), x), _grads(Softmax(), x)
@@ -110,7 +116,7 @@ def test_gemv_backward_of_softmax_equals_the_kernels():
 
 def test_norm_impl_kernel_keeps_mindsporess_layer_norm_backward_and_is_a_run_option():
     from ms_vit.config import make_train_config
-    from ms_vit.layers import _RowNormalize
+    from ms_vit.models.layers import _RowNormalize
 
     net = ms_vit.create_model(TINY, norm_impl="kernel")
     assert not any(isinstance(cell, _RowNormalize) for _, cell in net.cells_and_names())
@@ -122,8 +128,8 @@ def test_norm_impl_kernel_keeps_mindsporess_layer_norm_backward_and_is_a_run_opt
 def test_whole_network_gradients_with_the_gemv_backward_equal_the_kernels(monkeypatch, images):
     """The tiny ViT's every parameter gradient with the CPU fast path's written-out backward (LayerNorm and softmax
     by GEMV) equals the same network's with MindSpore's kernels, same weights and input."""
-    from ms_vit import layers
-    from ms_vit.layers import RowSoftmax, _RowNormalize
+    from ms_vit.models import layers
+    from ms_vit.models.layers import RowSoftmax, _RowNormalize
 
     ms.set_seed(0)
     fast = ms_vit.create_model(TINY, norm_impl="gemv")

@@ -158,11 +158,62 @@ def test_google_npz(tmp_path, images):
     assert "pre_logits/kernel" in loaded.load_report.ignored
 
 
-def test_npz_with_pickled_objects_is_refused(tmp_path):
-    path = tmp_path / "evil.npz"
-    np.savez(path, cls=np.array([{"code": "anything"}], dtype=object))
-    with pytest.raises(ms_vit.CheckpointError, match="holds pickled Python objects, which ms_vit refuses"):
+class Tripwire:
+    """A pickled object whose unpickling creates the file ``marker``: proof that something unpickled it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def write_pickles(kind, folder, marker):
+    """A file (or HF folder) of weights that holds a pickle with a Tripwire; returns (path, the pickle's path)."""
+    import pickle
+
+    if kind == "npz":  # an object array: np.save pickles it
+        path = folder / "weights.npz"
+        np.savez(path, cls=np.array([Tripwire(marker)], dtype=object))
+        return path, None
+    names = {"pth": "weights.pth", "bin": "pytorch_model.bin", "ckpt": "weights.ckpt", "safetensors": "w.safetensors",
+             "hf": "hf/pytorch_model.bin"}
+    path = folder / names[kind]
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump({"cls": Tripwire(marker)}, handle)
+    if kind == "hf":
+        (folder / "hf" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+        return folder / "hf", path
+    return path, path
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("npz", "holds pickled Python objects, which ms_vit refuses"),
+    ("pth", "is a PyTorch pickle file, which ms_vit does not open"),
+    ("bin", "is a PyTorch pickle file, which ms_vit does not open"),
+    ("ckpt", "cannot be read"),
+    ("safetensors", "cannot be read as safetensors"),
+    ("hf", "has no model.safetensors"),
+])
+def test_pickled_weights_are_refused_without_being_unpickled(tmp_path, kind, fragment):
+    """Not a message matched by a word: a pickle that would create a file when unpickled, in every place weights
+    are read from, is refused with the error and the file never appears. The tripwire itself works (last lines)."""
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    path, raw = write_pickles(kind, tmp_path, marker)
+    with pytest.raises(ms_vit.CheckpointError, match=fragment):
         ms_vit.from_pretrained(str(path))
+    with pytest.raises(ms_vit.CheckpointError):
+        ms_vit.read_checkpoint(str(path))
+    assert not marker.exists(), f"{path} was unpickled"
+    if raw is None:
+        np.load(path, allow_pickle=True)["cls"]
+    else:
+        with open(raw, "rb") as handle:
+            pickle.load(handle)
+    assert marker.exists()
 
 
 def test_mindcv_timm_style_names(tmp_path, images):
@@ -236,7 +287,7 @@ def test_parity_with_hf_transformers(tmp_path):
                                                "CI installs it, so this parity test runs there")
     transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency "
                                                               "(requirements-dev.txt); CI installs it")
-    from ms_vit.parity import hf_parity
+    from ms_vit.models.parity import hf_parity
 
     result = hf_parity(torch, transformers, str(tmp_path / "hf"), hidden=32, layers=2, heads=4, mlp=64, image=32,
                        patch=8, labels=10)

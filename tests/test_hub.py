@@ -17,7 +17,7 @@ from hub_server import serve_folder, serve_hub
 from safetensors.numpy import save_file
 
 from ms_vit.errors import ConfigError
-from ms_vit.hub import HubWeights, is_hub_name, parse_hub_name, resolve_hub
+from ms_vit.checkpoint.hub import HubWeights, is_hub_name, parse_hub_name, resolve_hub
 
 NAME = "acme/tiny-vit"
 CONFIG = {"architecture": "vit_tiny_test", "num_classes": 10}
@@ -248,13 +248,13 @@ def test_a_hub_name_fine_tunes_and_the_checkpoint_records_name_and_revision(hub,
 
     from ms_vit import read_checkpoint
     from ms_vit.config import make_train_config
-    from ms_vit.train import fine_tune
+    from ms_vit.train.run import fine_tune
 
     folder = save_folder(hf_model(), tmp_path / "dinov2-tiny")
     files = {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
     sha = hub.add_commit("acme/dinov2-tiny", files)
     data = make_image_folder(tmp_path / "data", n_train=2, n_val=1, size=32)
-    run = {"data_dir": data, "pretrained": "hf-hub:acme/dinov2-tiny", "image_size": 28, "batch_size": 2, "epochs": 1,
+    run = {"data_dir": data, "pretrained": "hf-hub:acme/dinov2-tiny", "image_size": 28, "batch_size": 3, "epochs": 1,
            "num_workers": 1, "compile_cache": False, "output_dir": str(tmp_path / "out")}
     logs = []
     fine_tune(make_train_config(run), log=logs.append)

@@ -11,7 +11,7 @@ from test_scripts import script
 
 import ms_vit
 from ms_vit.cli import run
-from ms_vit.infer import annotate, attention_rollout, find_images, preprocess, read_rgb
+from ms_vit.evaluate.infer import annotate, attention_rollout, find_images, preprocess, read_rgb
 
 
 def gradient(w, h):
@@ -55,7 +55,7 @@ def test_every_unusual_mode_becomes_8bit_rgb(tmp_path):
 
 
 def test_infer_preprocessing_is_the_eval_pipelines(tmp_path):
-    from ms_vit import data
+    from ms_vit.data import folder as data
 
     prep = {"image_size": 32, "crop_pct": 0.875, "mean": [120.0, 110.0, 100.0], "std": [60.0, 50.0, 40.0]}
     os.makedirs(tmp_path / "val" / "a")

@@ -3,7 +3,7 @@ import pytest
 from scipy import io
 
 import ms_vit
-from ms_vit.labels import folder_indexing, imagenet_classes, imagenet_labels, labels_from_meta_mat, resolve_labels
+from ms_vit.data.labels import folder_indexing, imagenet_classes, imagenet_labels, labels_from_meta_mat, resolve_labels
 
 
 def write_meta_mat(path):

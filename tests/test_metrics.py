@@ -1,11 +1,11 @@
-"""ms_vit.metrics against scikit-learn's top_k_accuracy_score, log_loss and confusion_matrix on fixed logits."""
+"""ms_vit.evaluate.metrics against scikit-learn's top_k_accuracy_score, log_loss and confusion_matrix on fixed logits."""
 
 import numpy as np
 import pytest
 from scipy.special import softmax
 from sklearn import metrics as sk
 
-from ms_vit import metrics
+from ms_vit.evaluate import metrics
 
 K = 7
 ABSENT = 5  # a class no label names (it is still predicted, by the rows where its logit is highest)

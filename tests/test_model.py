@@ -7,7 +7,7 @@ from conftest import FIXTURES, TINY, logits_of
 from reference import params_of, vit_forward
 
 import ms_vit
-from ms_vit.model import AttentionOutput, FeatureExtractor
+from ms_vit.models.vit import AttentionOutput, FeatureExtractor
 
 
 def tutorial_tree():
@@ -60,7 +60,7 @@ def test_matches_an_independent_numpy_forward(overrides, images):
 
 
 def test_graph_and_pynative_give_the_same_logits(tiny_net, images):
-    from ms_vit.timing import compare_modes
+    from ms_vit.evaluate.timing import compare_modes
 
     assert compare_modes(tiny_net, batch=3) <= 1e-5
 

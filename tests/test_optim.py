@@ -5,10 +5,10 @@ from conftest import TINY
 from mindspore import nn
 
 import ms_vit
-from ms_vit.amp import loss_scale_cell, resolve_amp_level
-from ms_vit.model import layer_id
-from ms_vit.optim import lr_schedule, param_groups
-from ms_vit.train_step import TrainStep
+from ms_vit.train.amp import loss_scale_cell, resolve_amp_level
+from ms_vit.models.vit import layer_id
+from ms_vit.train.optim import lr_schedule, param_groups
+from ms_vit.train.step import TrainStep
 
 
 def test_warmup_then_cosine_per_step():
@@ -80,3 +80,52 @@ def test_amp_defaults_per_device():
     assert resolve_amp_level("O1", "CPU") == "O1"
     assert loss_scale_cell("O0", 0.0) is None and loss_scale_cell("O2", 128.0) is None
     assert loss_scale_cell("O2", 0.0).get_loss_scale() == 2.0 ** 24
+
+
+def test_the_engine_applies_the_scheduled_learning_rate_at_every_step(images):
+    """README: the learning rate follows the schedule per step. The engine's own step (build_train_cell, as
+    fine_tune builds it) with SGD without momentum or weight decay moves every parameter by exactly
+    -lr_t * scale * grad at step t: lr_t the warm-up + cosine value written out here, scale the layer decay of its
+    depth (0.5 per block from the head down), grad the loss gradient taken here before the step."""
+    from ms_vit.config import make_train_config
+    from ms_vit.train.run import build_train_cell
+
+    ms.set_seed(0)
+    net = ms_vit.create_model(TINY, num_classes=4)
+    lr, low, steps = 0.5, 0.01, 3  # 2 epochs of 3 steps, the first a warm-up
+    cfg = make_train_config({"model": TINY, "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "lr": lr,
+                             "min_lr": low, "warmup_epochs": 1, "epochs": 2, "layer_decay": 0.5,
+                             "clip_grad_norm": 0.0, "label_smoothing": 0.1})
+    cell, loss_fn = build_train_cell(net, cfg, num_classes=4, steps_per_epoch=steps, amp_level="O0")
+    cell.set_train(True)
+    params = net.trainable_params()
+    gradient = ms.value_and_grad(nn.WithLossCell(net, loss_fn), None, params)
+    schedule = [lr * s / 4 for s in (1, 2, 3)] + [low + 0.5 * (lr - low) * (1 + np.cos(np.pi * k / 2))
+                                                  for k in (0, 1, 2)]
+
+    def depth(name):  # 0: embeddings, i + 1: block i, 3: final norm and head (2 blocks)
+        if name in ("cls", "pos_embedding") or name.startswith("patch_embedding."):
+            return 0
+        if name.startswith("transformer.layers."):
+            return int(name.split(".")[2]) + 1
+        return 3
+
+    for t, lr_t in enumerate(schedule):
+        x = ms.Tensor(images(4, seed=t))
+        y = ms.Tensor(np.array([0, 1, 2, 3], np.int32))
+        before = [p.asnumpy().copy() for p in params]
+        grads = [g.asnumpy() for g in gradient(x, y)[1]]
+        _, overflow, _ = cell(x, y)
+        assert not bool(overflow.asnumpy())
+        checked = 0
+        for p, b, g in zip(params, before, grads):
+            rate = lr_t * 0.5 ** (3 - depth(p.name))
+            want = -rate * g
+            step = p.asnumpy() - b
+            rounding = 2 * np.finfo(np.float32).eps * np.abs(b).max()  # float32 spacing at the parameter's size
+            np.testing.assert_allclose(step, want, rtol=0, atol=1e-3 * np.abs(want).max() + rounding,
+                                       err_msg=f"step {t + 1}: {p.name}")
+            if np.abs(want).max() > 1e4 * rounding:  # the effective rate as one number, where rounding allows
+                assert -(step * g).sum() / (g * g).sum() == pytest.approx(rate, rel=1e-3), (t + 1, p.name)
+                checked += 1
+        assert checked >= len(params) // 2

@@ -1,4 +1,4 @@
-"""The model's parameter groups (ms_vit.model: group_of, no_weight_decay, layer_id, block paths) and what the
+"""The model's parameter groups (ms_vit.models.vit: group_of, no_weight_decay, layer_id, block paths) and what the
 optimizer, the fine-tuning modes, the EMA and LoRA do with them, on tiny models."""
 
 from types import SimpleNamespace
@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY
 
 import ms_vit
-from ms_vit.model import block_index, is_embedding, is_head, layer_id, no_weight_decay, param_group
+from ms_vit.models.vit import block_index, is_embedding, is_head, layer_id, no_weight_decay, param_group
 
 # Below ``transformer.layers.{i}.``: does the parameter take weight decay?
 BLOCK = {"0.cell.0.gamma": False, "0.cell.0.beta": False, "0.cell.1.qkv.weight": True, "0.cell.1.qkv.bias": False,
@@ -68,7 +68,7 @@ def test_every_parameter_has_its_group_weight_decay_and_layer_id(model):
 
 
 def test_lora_adapters_sit_in_their_block_decay_and_target_the_blocks_dense_layers():
-    from ms_vit.lora import add_lora
+    from ms_vit.train.lora import add_lora
 
     net = ms_vit.create_model(TINY)
     adapted = add_lora(net, rank=2, targets=("qkv", "proj", "mlp"))
@@ -86,7 +86,7 @@ def test_lora_adapters_sit_in_their_block_decay_and_target_the_blocks_dense_laye
 
 
 def _mode(net, mode, **values):
-    from ms_vit.modes import apply_mode
+    from ms_vit.train.modes import apply_mode
 
     cfg = SimpleNamespace(finetune_mode=mode, freeze_blocks=0, lora_rank=2, lora_alpha=4.0, lora_dropout=0.0,
                           lora_targets=["qkv", "proj"])
@@ -118,8 +118,8 @@ def test_frozen_parameters_get_no_weight_decay_no_ema_and_no_optimizer_state(ima
     """A frozen step with strong weight decay and EMA on: what is frozen is in no optimizer group, has no moment and
     no EMA shadow, and stays bitwise equal; the block above the frozen one trains."""
     from ms_vit.config import make_train_config
-    from ms_vit.optim import create_optimizer
-    from ms_vit.train import build_train_cell
+    from ms_vit.train.optim import create_optimizer
+    from ms_vit.train.run import build_train_cell
 
     ms.set_seed(0)
     net = ms_vit.create_model(TINY, num_register_tokens=2, layer_scale=0.5)  # registers and LayerScale too
@@ -172,7 +172,7 @@ def test_frozen_blocks_stop_the_gradient_after_the_last_frozen_block_only(tiny_n
 
 
 def test_lora_merge_is_w_plus_scaled_b_a_and_gives_the_adapted_models_logits(images):
-    from ms_vit.lora import add_lora, merged_parameters
+    from ms_vit.train.lora import add_lora, merged_parameters
 
     ms.set_seed(0)
     net = ms_vit.create_model(TINY)

@@ -7,15 +7,16 @@ import mindspore as ms
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY, make_image_folder
+from conftest import TINY, TINY_RUN, command_line, make_image_folder
 from safetensors.numpy import save_file
 from test_formats import ours, to_hf, to_npz, to_timm
 
 import ms_vit
 from ms_vit.checkpoint.pretrained_cfg import resolve_preprocess, source_preprocess
 from ms_vit.config import IMAGENET_MEAN, IMAGENET_STD, make_train_config
-from ms_vit.evaluate import load_for_inference
-from ms_vit.train import fine_tune, parse_config
+from ms_vit.evaluate.run import load_for_inference
+from ms_vit.config.document import parse_config
+from ms_vit.train.run import fine_tune
 
 HALF = [127.5] * 3
 HF_CONFIG = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -69,15 +70,17 @@ EXPECTED = {
 def shared(tmp_path_factory):
     """One image folder and one file per source, for every run of this module."""
     root = tmp_path_factory.mktemp("pretrained_cfg")
-    make_image_folder(root / "data", n_train=4, n_val=2, size=36)
+    make_image_folder(root / "data", n_train=4, n_val=4, size=36)  # 12 val images: whole batches, one eval graph
     return root, {kind: write_source(kind, root / "weights" / kind) for kind in EXPECTED}
 
 
 def tune(root, out, argv=(), **values):
-    """fine_tune of the tiny model for one epoch; returns (result, log lines)."""
-    base = {"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 1, "num_workers": 1, "log_every": 100,
-            "data_dir": str(root / "data"), "output_dir": str(root / out)}
-    cfg = parse_config([f"--{k}={v}" for k, v in {**base, **values}.items()] + list(argv))
+    """fine_tune of the tiny recipe for one epoch, from its command line; returns (result, log lines). In PYNATIVE
+    mode: what these runs check (the network's numerics, the log, config.yaml, best.ckpt's metadata, inference
+    from it) does not depend on the mode, and a run takes 2-3 s without its graph compiles instead of 6-7 s."""
+    base = {**TINY_RUN, "epochs": 1, "mode": "pynative", "data_dir": str(root / "data"), "output_dir": str(root / out),
+            **values}
+    cfg = parse_config(command_line(base) + list(argv))
     lines = []
     return fine_tune(cfg, log=lines.append), lines
 
@@ -98,7 +101,7 @@ def test_fine_tune_keeps_the_sources_numerics_and_preprocessing(shared, kind):
     root, files = shared
     eps, gelu, mean, std, interpolation, crop_pct, word = EXPECTED[kind]
     result, lines = tune(root, f"out_{kind}", pretrained=files[kind])
-    assert (result["net"].config.layer_norm_eps, result["net"].config.gelu) == (eps, gelu)
+    assert (result.net.config.layer_norm_eps, result.net.config.gelu) == (eps, gelu)
     numerics = line(lines, "numerics: ")
     assert f"{gelu} GELU" in numerics and files[kind] in numerics
     prep_line = line(lines, "preprocessing: ")
@@ -121,7 +124,7 @@ def test_what_the_run_sets_wins(shared):
     root, files = shared
     result, lines = tune(root, "out_override", ["--mean", "100", "110", "120", "--std", "50", "60", "70", "--gelu",
                                                 "tanh", "--layer_norm_eps", "1e-5"], pretrained=files["timm"])
-    assert (result["net"].config.layer_norm_eps, result["net"].config.gelu) == (1e-5, "tanh")
+    assert (result.net.config.layer_norm_eps, result.net.config.gelu) == (1e-5, "tanh")
     meta = ms_vit.read_checkpoint(str(root / "out_override" / "best.ckpt")).meta
     assert (meta["mean"], meta["std"]) == ([100.0, 110.0, 120.0], [50.0, 60.0, 70.0])
     assert (meta["interpolation"], meta["crop_pct"]) == ("bicubic", 0.9)  # not set: timm's
@@ -132,11 +135,11 @@ def test_what_the_run_sets_wins(shared):
     assert net.preprocess["mean"] == [100.0, 110.0, 120.0] and net.config.gelu == "tanh"
 
 
-def test_without_pretrained_weights_the_defaults_are_the_tutorials(shared):
-    root, _ = shared
-    result, lines = tune(root, "out_scratch")
-    assert (result["net"].config.layer_norm_eps, result["net"].config.gelu) == (1e-7, "tanh")
-    meta = ms_vit.read_checkpoint(str(root / "out_scratch" / "best.ckpt")).meta
+def test_without_pretrained_weights_the_defaults_are_the_tutorials(tiny_run):
+    """The shared tiny run: no pretrained weights."""
+    result, lines = tiny_run.result, tiny_run.lines
+    assert (result.net.config.layer_norm_eps, result.net.config.gelu) == (1e-7, "tanh")
+    meta = ms_vit.read_checkpoint(str(tiny_run.output_dir / "best.ckpt")).meta
     assert (meta["mean"], meta["std"], meta["interpolation"], meta["crop_pct"]) == \
         (IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875)
     assert "ImageNet's, the default without pretrained weights" in line(lines, "preprocessing: ")
@@ -152,7 +155,7 @@ def test_inference_on_a_foreign_file_uses_its_sources_preprocessing(shared):
 
 
 def test_infer_resizes_with_the_checkpoints_interpolation():
-    from ms_vit.infer import preprocess
+    from ms_vit.evaluate.infer import preprocess
 
     rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8)
     prep = {"image_size": 32, "crop_pct": 0.875, "mean": HALF, "std": HALF}

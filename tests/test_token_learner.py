@@ -7,10 +7,10 @@ from conftest import TINY
 from mindspore import nn
 
 import ms_vit
-from ms_vit.complexity import stage_table, total_macs
+from ms_vit.models.complexity import stage_table, total_macs
 from ms_vit.config import PRESETS, ViTConfig
 from ms_vit.errors import ConfigError
-from ms_vit.token_learner import TokenFuser, TokenLearner
+from ms_vit.models.token_learner import TokenFuser, TokenLearner
 
 
 def images(batch=2, side=32, seed=0):
@@ -55,7 +55,7 @@ def test_token_learner_cuts_the_macs_of_vit_b():
 
 
 def test_a_training_step_reaches_the_token_learner():
-    from ms_vit.train_step import TrainStep
+    from ms_vit.train.step import TrainStep
 
     ms.set_seed(0)
     net = ms_vit.create_model("vit_tiny_test", num_classes=3, token_learner_tokens=4, token_fuser=True, pool="mean")

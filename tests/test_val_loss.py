@@ -1,33 +1,28 @@
 """One validation loss: metrics.csv's val_loss is eval.py's loss (plain cross-entropy, averaged over images)."""
 
-import csv
+import os
 
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import TINY, make_image_folder
+from conftest import make_image_folder, read_metrics
 
 import ms_vit
-from ms_vit import CrossEntropySmooth, data
-from ms_vit.callbacks import EvalLogits, val_sums, validate
-from ms_vit.config import make_train_config
-from ms_vit.evaluate import evaluate, load_for_inference, summarize
-from ms_vit.train import fine_tune
+from ms_vit import CrossEntropySmooth
+from ms_vit.data import folder as data
+from ms_vit.train.callbacks import EvalLogits, val_sums, validate
+from ms_vit.evaluate.run import evaluate, load_for_inference, summarize
 
 
-def test_metrics_csv_val_loss_is_the_eval_py_loss_of_best_ckpt(tmp_path):
-    # 9 val images in batches of 4: the last batch holds 1, and the training loss is label-smoothed, so both the
-    # smoothing and a mean of batch means would move val_loss away from eval.py's.
-    make_image_folder(tmp_path / "data", n_train=4, n_val=3)
-    fine_tune(make_train_config({
-        "model": TINY, "image_size": 32, "batch_size": 4, "epochs": 2, "optimizer": "adamw", "lr": 3e-3,
-        "label_smoothing": 0.1, "num_workers": 1, "log_every": 100, "data_dir": str(tmp_path / "data"),
-        "output_dir": str(tmp_path / "out")}), log=lambda *a: None)
-    best = str(tmp_path / "out" / "best.ckpt")
-    with open(tmp_path / "out" / "metrics.csv") as handle:
-        rows = {int(r["epoch"]): r for r in csv.DictReader(handle)}
+def test_metrics_csv_val_loss_is_the_eval_py_loss_of_best_ckpt(tiny_run):
+    # The shared run: 9 val images in batches of 4, so the last batch holds 1, and a label-smoothed training loss, so
+    # both the smoothing and a mean of batch means would move val_loss away from eval.py's.
+    assert (tiny_run.config["batch_size"], tiny_run.config["label_smoothing"]) == (4, 0.1)
+    best = str(tiny_run.output_dir / "best.ckpt")
+    rows = {int(r["epoch"]): r for r in read_metrics(tiny_run.output_dir)}
     row = rows[ms_vit.read_checkpoint(best).meta["epoch"]]
-    report = evaluate(load_for_inference(best), str(tmp_path / "data" / "val"), batch_size=16, log=lambda *a: None)
+    report = evaluate(load_for_inference(best), os.path.join(tiny_run.data_dir, "val"), batch_size=16,
+                      log=lambda *a: None)
     assert report["num_images"] == 9
     assert abs(report["loss"] - float(row["val_loss"])) <= 1e-5
     assert abs(report["top_1"] - float(row["top_1"])) <= 1e-6 and abs(report["top_5"] - float(row["top_5"])) <= 1e-6
@@ -39,10 +34,11 @@ def test_validate_averages_over_images_not_batches(tmp_path, tiny_net):
     index = data.class_indexing(folder, ["blue", "green", "red"])
     batches = data.eval_dataset(folder, index, 32, 1.0, [127.5] * 3, [127.5] * 3, 4, 1)  # 4 + 4 + 1 images
     tiny_net.set_train(False)
-    result = validate(EvalLogits(tiny_net), batches)
+    eval_net = EvalLogits(tiny_net)
+    result = validate(eval_net, batches)
     logits, labels, batch_means = [], [], []
-    for images, y in batches.create_tuple_iterator(output_numpy=True):
-        out = tiny_net(ms.Tensor(images)).asnumpy().astype(np.float64)
+    for images, y in batches.create_tuple_iterator(output_numpy=True):  # the same logits (graphs compiled already)
+        out = eval_net(ms.Tensor(images)).asnumpy().astype(np.float64)
         logits.append(out)
         labels.append(y)
         batch_means.append(val_sums(out, y)[3] / len(y))
@@ -67,7 +63,9 @@ def test_val_sums_match_summarize():
 @pytest.mark.parametrize("s", [0.1, 0.3])
 def test_timm_label_smoothing_is_ours_with_s_times_k_minus_1_over_k(k, s):
     """timm's LabelSmoothingCrossEntropy(s) puts s/K on every class (1 - s + s/K on the true one); ours puts
-    smooth/(K-1) on the others, so smooth = s(K-1)/K gives timm's targets."""
+    smooth/(K-1) on the others, so smooth = s(K-1)/K gives timm's targets. PYNATIVE: the loss's arithmetic, without
+    compiling a graph for each of the 12 cells (training compiles it in every run)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     rng = np.random.default_rng(k)
     logits, labels = (rng.standard_normal((6, k)) * 3).astype(np.float32), rng.integers(0, k, 6).astype(np.int32)
     x = logits.astype(np.float64)

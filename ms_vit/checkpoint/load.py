@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CheckpointError
-from ..model import HEAD_PARAMS, POS_EMBED_PARAM, REGISTER_PARAM
-from .adapt import resize_pos_embed, split_optimizer_state, strip_prefixes
-from .convert import CONVERTERS, detect_format, pos_antialias
-from .read import read_checkpoint
+from ms_vit.errors import CheckpointError
+from ms_vit.models.vit import HEAD_PARAMS, POS_EMBED_PARAM, REGISTER_PARAM
+from ms_vit.checkpoint.adapt import resize_pos_embed, split_optimizer_state, strip_prefixes
+from ms_vit.checkpoint.convert import CONVERTERS, detect_format, pos_antialias
+from ms_vit.checkpoint.read import read_checkpoint
 
 
 

@@ -8,10 +8,10 @@ HF's, timm's augreg) and fed ImageNet-normalised ones loses accuracy before fine
 
 from __future__ import annotations
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import CheckpointError
-from .adapt import split_optimizer_state, strip_prefixes
-from .convert import detect_format
+from ms_vit.config import IMAGENET_MEAN, IMAGENET_STD
+from ms_vit.errors import CheckpointError
+from ms_vit.checkpoint.adapt import split_optimizer_state, strip_prefixes
+from ms_vit.checkpoint.convert import detect_format
 
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct")
 INTERPOLATIONS = ("bilinear", "bicubic")

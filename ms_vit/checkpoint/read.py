@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ms_vit.errors import CheckpointError
 
 META_KEY = "ms_vit_meta"
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import os
 
-from ..atomic import atomic_path
-from .read import META_KEY
+from ms_vit.atomic import atomic_path
+from ms_vit.checkpoint.read import META_KEY
 
 # A hidden temporary name ending in .ckpt (MindSpore appends .ckpt otherwise): no checkpoint scan picks it up, and
-# train._remove_partial_files clears it after a crash.
+# checkpoint.resume.remove_partial_files clears it after a crash.
 TEMP_NAME = ".{name}.{pid}.partial.ckpt"
+# The training step's gradient-accumulation buffers: state of one optimizer step, never written to a checkpoint.
+TRANSIENT_PREFIX = "grad_accum"
+
+
+def is_transient(name: str) -> bool:
+    """A parameter that exists only within an optimizer step (``train.step``'s accumulation buffers)."""
+    return name.startswith(TRANSIENT_PREFIX)
 
 
 def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None = None) -> str:
@@ -29,8 +36,6 @@ def save_checkpoint(net, path: str, meta: dict | None = None, extra: dict | None
         The path written.
     """
     import mindspore as ms
-
-    from ..train_step import is_transient
 
     path = os.fspath(path)
     if not path.endswith(".ckpt"):
