@@ -40,6 +40,24 @@ def logits_of(net, x):
     return net(ms.Tensor(x)).asnumpy()
 
 
+class _Tokens(ms.nn.Cell):
+    """A ViT's ``forward_features`` tokens as one compiled graph, as FeatureExtractor and AttentionOutput compile it
+    (called from Python, it would compile one graph per sub-cell)."""
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)
+        self.net = net
+
+    def construct(self, x):
+        return self.net.forward_features(x)[0]
+
+
+def tokens_of(net, x):
+    """The normalised tokens (B, 1 + registers + patches, D) of ``net`` in eval mode for the images ``x``."""
+    net.set_train(False)
+    return _Tokens(net)(ms.Tensor(x)).asnumpy()
+
+
 @pytest.fixture
 def tiny_net():
     ms.set_seed(0)

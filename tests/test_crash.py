@@ -15,7 +15,6 @@ from conftest import ROOT, make_image_folder, max_difference, tiny_config
 
 import ms_vit
 from ms_vit.config import make_train_config
-from ms_vit.config.document import parse_config
 from ms_vit.data import folder as data
 from ms_vit.train.run import fine_tune
 
@@ -33,12 +32,12 @@ def dataset(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("crash") / "data", n_train=8, n_val=2, size=40)
 
 
-def start(dataset, out, *extra):
+def start(dataset, out, *extra, stdout=subprocess.PIPE):
     """scripts/train.py in a process of its own (what a SIGKILL needs), its output merged into one pipe."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *ARGS, "--data_dir", dataset,
-                             "--output_dir", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+                             "--output_dir", str(out), *extra], stdout=stdout, stderr=subprocess.STDOUT, text=True,
+                            env=env)
 
 
 def finish(proc, timeout=300):
@@ -65,14 +64,6 @@ def partial_files(folder):
     return [n for n in os.listdir(folder) if n.endswith(".partial.ckpt")]
 
 
-@pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
-    """The uninterrupted run, in this process (it needs none of its own)."""
-    out = tmp_path_factory.mktemp("crash") / "reference"
-    fine_tune(parse_config(ARGS + ["--data_dir", dataset, "--output_dir", str(out)]), log=lambda *a: None)
-    return training_state(out)
-
-
 def kill_when(proc, condition, timeout=240):
     """SIGKILL ``proc`` as soon as ``condition()`` holds (polled every millisecond); True if it was caught alive."""
     deadline = time.time() + timeout
@@ -85,8 +76,7 @@ def kill_when(proc, condition, timeout=240):
     return False
 
 
-def test_sigkill_mid_write_sigkill_mid_epoch_and_ctrl_c_each_resume_to_the_uninterrupted_weights(dataset, reference,
-                                                                                                  tmp_path):
+def test_sigkill_mid_write_sigkill_mid_epoch_and_ctrl_c_each_resume_to_the_uninterrupted_weights(dataset, tmp_path):
     """One output folder through every way a run can stop, each followed by --resume in a new process:
     1. SIGKILL while a checkpoint is being written: the resume starts from the newest whole checkpoint (or from
        scratch) and clears the torn file;
@@ -94,58 +84,67 @@ def test_sigkill_mid_write_sigkill_mid_epoch_and_ctrl_c_each_resume_to_the_unint
     3. Ctrl-C (SIGINT) in the middle of epoch 4: exit code 130, one message and no traceback, interrupted.ckpt saved
        mid-epoch; the resume continues from it and replays the rest of the epoch.
     The last resume ends with the uninterrupted run's weights, optimizer state and step counters: every resume on the
-    way was exact, since each one's checkpoints are what the next one starts from."""
-    out = tmp_path / "run"
-    folder = out / "checkpoints"
+    way was exact, since each one's checkpoints are what the next one starts from. The uninterrupted run runs beside
+    them, in a process of its own too (the machine's other core)."""
+    with open(tmp_path / "reference.log", "w") as reference_log:
+        uninterrupted = start(dataset, tmp_path / "reference", stdout=reference_log)
+    try:
+        out = tmp_path / "run"
+        folder = out / "checkpoints"
 
-    # 1. SIGKILL during a checkpoint write
-    proc = start(dataset, out)
-    assert kill_when(proc, lambda: folder.is_dir() and bool(partial_files(folder))), \
-        "the run ended before a checkpoint write could be interrupted"
-    proc.stdout.close()
-    every_checkpoint_loads(str(out))
-    complete = sorted(n for n in os.listdir(folder) if n.startswith("epoch_") and n.endswith(".ckpt"))
+        # 1. SIGKILL during a checkpoint write
+        proc = start(dataset, out)
+        assert kill_when(proc, lambda: folder.is_dir() and bool(partial_files(folder))), \
+            "the run ended before a checkpoint write could be interrupted"
+        proc.stdout.close()
+        every_checkpoint_loads(str(out))
+        complete = sorted(n for n in os.listdir(folder) if n.startswith("epoch_") and n.endswith(".ckpt"))
 
-    # 2. resume, then SIGKILL in the middle of epoch 3
-    proc = start(dataset, out, "--resume")
-    seen = []
+        # 2. resume, then SIGKILL in the middle of epoch 3
+        proc = start(dataset, out, "--resume")
+        seen = []
 
-    def mid_epoch_three():
-        seen.append(proc.stdout.readline())
-        return seen[-1].startswith("epoch 3/4 step 3/")
+        def mid_epoch_three():
+            seen.append(proc.stdout.readline())
+            return seen[-1].startswith("epoch 3/4 step 3/")
 
-    assert kill_when(proc, mid_epoch_three), "".join(seen)[-2000:]
-    proc.stdout.close()
-    log = "".join(seen)
-    if complete:  # the newest whole checkpoint, never the torn one
-        assert f"resumed from {folder / complete[-1]} " in log, log[-2000:]
-    else:
-        assert "nothing to resume" in log, log[-2000:]
-    assert not partial_files(folder)  # the torn write was cleaned up
-    assert sorted(every_checkpoint_loads(str(out))) == ["best.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"]
+        assert kill_when(proc, mid_epoch_three), "".join(seen)[-2000:]
+        proc.stdout.close()
+        log = "".join(seen)
+        if complete:  # the newest whole checkpoint, never the torn one
+            assert f"resumed from {folder / complete[-1]} " in log, log[-2000:]
+        else:
+            assert "nothing to resume" in log, log[-2000:]
+        assert not partial_files(folder)  # the torn write was cleaned up
+        assert sorted(every_checkpoint_loads(str(out))) == ["best.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"]
 
-    # 3. resume, then Ctrl-C in the middle of epoch 4
-    proc = start(dataset, out, "--resume")
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("epoch 4/4 step 2/"):
-            proc.send_signal(signal.SIGINT)
-            break
-    code, rest = finish(proc)
-    log = "".join(seen) + rest
-    assert code == 130, log[-2000:]
-    assert "resumed from" in log and "epoch_002.ckpt (epoch 2" in log, log[-2000:]
-    assert "Traceback" not in log and "interrupted at epoch 4 step" in log and "--resume" in log
-    saved = ms_vit.read_checkpoint(str(folder / "interrupted.ckpt")).meta
-    assert saved["epoch"] == 3 and 0 < saved["step_in_epoch"] < 6  # mid-epoch: the resume leaves samples out
+        # 3. resume, then Ctrl-C in the middle of epoch 4
+        proc = start(dataset, out, "--resume")
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("epoch 4/4 step 2/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        code, rest = finish(proc)
+        log = "".join(seen) + rest
+        assert code == 130, log[-2000:]
+        assert "resumed from" in log and "epoch_002.ckpt (epoch 2" in log, log[-2000:]
+        assert "Traceback" not in log and "interrupted at epoch 4 step" in log and "--resume" in log
+        saved = ms_vit.read_checkpoint(str(folder / "interrupted.ckpt")).meta
+        assert saved["epoch"] == 3 and 0 < saved["step_in_epoch"] < 6  # mid-epoch: the resume leaves samples out
 
-    # 4. resume to the end
-    code, log = finish(start(dataset, out, "--resume"))
-    assert code == 0, log[-2000:]
-    assert "interrupted.ckpt (epoch 3" in log
-    assert not os.path.exists(folder / "interrupted.ckpt")  # superseded by epoch 4's checkpoint
-    difference = max_difference(training_state(out), reference)
+        # 4. resume to the end
+        code, log = finish(start(dataset, out, "--resume"))
+        assert code == 0, log[-2000:]
+        assert "interrupted.ckpt (epoch 3" in log
+        assert not os.path.exists(folder / "interrupted.ckpt")  # superseded by epoch 4's checkpoint
+        assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()[-2000:]
+    finally:  # a failed check leaves no run behind
+        if uninterrupted.poll() is None:
+            uninterrupted.kill()
+            uninterrupted.wait()
+    difference = max_difference(training_state(out), training_state(tmp_path / "reference"))
     print(f"max abs difference from the uninterrupted run's training state: {difference:.3g}")
     assert difference <= 1e-6
 

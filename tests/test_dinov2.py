@@ -8,6 +8,7 @@ import os
 import mindspore as ms
 import numpy as np
 import pytest
+from conftest import tokens_of
 
 import ms_vit
 
@@ -66,9 +67,7 @@ def hf_outputs(model, x):
 
 
 def ms_tokens(net, x):
-    net.set_train(False)
-    tokens, _ = net.forward_features(ms.Tensor(x))
-    return tokens.asnumpy()
+    return tokens_of(net, x)
 
 
 def assert_close(ours, theirs, rel=1e-5):

@@ -1,5 +1,7 @@
 """Data parallelism: gradients reduced once per optimizer step; a 2-process msrun resume where only rank 0 has the
-checkpoints; validation split over the processes and summed."""
+checkpoints; validation split over the processes and summed; run_finetune.sh's launches (--device_num, --node_num)
+ending with one process's weights; a node that cannot reach its master. Every multi-process run here is compared with
+one one-process run (the module's ``full``)."""
 
 import json
 import os
