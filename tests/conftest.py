@@ -114,7 +114,7 @@ def run_interrupted_and_resumed(values: dict, tmp_path):
 
 # One tiny-run recipe for every test that fine-tunes vit_tiny_test: AdamW with warmup, random crops, label
 # smoothing and gradient clipping (so a test that needs one of them needs no recipe of its own). Tests override keys.
-TINY_RUN = {"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 4, "optimizer": "adamw", "lr": 3e-3,
+TINY_RUN = {"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 3, "optimizer": "adamw", "lr": 3e-3,
             "warmup_epochs": 0.5, "crop_scale": [0.7, 1.0], "label_smoothing": 0.1, "clip_grad_norm": 1.0,
             "num_workers": 1, "log_every": 100}
 
@@ -167,7 +167,7 @@ def read_metrics(output_dir) -> list:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """One TINY_RUN fine-tuning (4 epochs, 36 training and 9 validation images of 3 colours) for every test that only
+    """One TINY_RUN fine-tuning (3 epochs, 36 training and 9 validation images of 3 colours) for every test that only
     needs a finished run: its result, log lines and output folder. Tests copy the folder before changing anything."""
     from types import SimpleNamespace
 

@@ -187,15 +187,15 @@ def test_diverging_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):
 def test_a_resumed_run_that_diverges_names_the_checkpoint_it_resumed_from(tiny_run, tmp_path):
     import mindspore as ms
 
-    out = tmp_path / "out"  # the shared run as it stood after epoch 3 (less its compile cache), weights that overflow
+    out = tmp_path / "out"  # the shared run as it stood after epoch 2 (less its compile cache), weights that overflow
     shutil.copytree(tiny_run.output_dir, out, ignore=shutil.ignore_patterns("compile_cache"))
-    os.remove(out / "checkpoints" / "epoch_004.ckpt")
+    os.remove(out / "checkpoints" / "epoch_003.ckpt")
     os.remove(out / "train_state.json")
-    last = str(out / "checkpoints" / "epoch_003.ckpt")
+    last = str(out / "checkpoints" / "epoch_002.ckpt")
     ckpt = ms_vit.read_checkpoint(last)
-    ckpt.params["dense.weight"] = ckpt.params["dense.weight"] * np.float32(1e38)  # epoch 4's first step overflows
+    ckpt.params["dense.weight"] = ckpt.params["dense.weight"] * np.float32(1e38)  # epoch 3's first step overflows
     ms_vit.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in ckpt.params.items()], last, meta=ckpt.meta)
-    with pytest.raises(ms_vit.MsVitError, match=r"the last good checkpoint is \S+epoch_003\.ckpt"):
+    with pytest.raises(ms_vit.MsVitError, match=r"the last good checkpoint is \S+epoch_002\.ckpt"):
         fine_tune(tiny_config(tiny_run.data_dir, out, resume=True), log=lambda *a: None)
 
 

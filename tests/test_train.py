@@ -22,7 +22,7 @@ def run(tmp_path, name="out", **overrides):
 def test_loss_falls_and_accuracy_rises(tiny_run):
     out = tiny_run.output_dir
     rows = read_metrics(out)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert float(rows[-1]["top_1"]) > 1 / 3 + 0.2
     # best.ckpt is the epoch with the highest val top-1 (the first such epoch on a tie)
@@ -33,23 +33,23 @@ def test_loss_falls_and_accuracy_rises(tiny_run):
         assert os.path.getsize(out / name) > 0
     best = ms_vit.from_pretrained(str(out / "best.ckpt"))
     assert best.class_names == ["blue", "green", "red"] and best.config.num_classes == 3
-    assert sorted(os.listdir(out / "checkpoints")) == ["epoch_003.ckpt", "epoch_004.ckpt"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["epoch_002.ckpt", "epoch_003.ckpt"]  # the last 2 kept
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_run, tmp_path):
-    # The shared run stopped after epoch 3: its output folder as it stood then (epoch 4's files absent). Its compile
+    # The shared run stopped after epoch 2: its output folder as it stood then (epoch 3's files absent). Its compile
     # cache stays behind: in the process that compiled the same graphs, loading them takes longer than compiling.
     cut = tmp_path / "cut"
     shutil.copytree(tiny_run.output_dir, cut, ignore=shutil.ignore_patterns("compile_cache"))
-    os.remove(cut / "checkpoints" / "epoch_004.ckpt")
+    os.remove(cut / "checkpoints" / "epoch_003.ckpt")
     with open(cut / "train_state.json", "w") as handle:
-        json.dump({"checkpoint": "checkpoints/epoch_003.ckpt", "epoch": 3}, handle)
+        json.dump({"checkpoint": "checkpoints/epoch_002.ckpt", "epoch": 2}, handle)
     result = train_tiny(tiny_run.data_dir, cut, resume=True)
-    full, resumed = (ms_vit.read_checkpoint(str(out / "checkpoints" / "epoch_004.ckpt")).params
+    full, resumed = (ms_vit.read_checkpoint(str(out / "checkpoints" / "epoch_003.ckpt")).params
                      for out in (tiny_run.output_dir, cut))
     assert max_difference(full, resumed) <= 1e-6  # weights, optimizer moments, step counters
-    assert result.last["epoch"] == 4
-    assert [r["epoch"] for r in read_metrics(cut)] == ["1", "2", "3", "4"]
+    assert result.last["epoch"] == 3
+    assert [r["epoch"] for r in read_metrics(cut)] == ["1", "2", "3"]
 
 
 def test_val_with_a_subset_of_classes_keeps_the_train_indices(tmp_path):
@@ -133,12 +133,12 @@ def test_accumulated_micro_batches_give_the_full_batch_update(tiny_run, tmp_path
     """The shared run again in 4 micro-batches of 1 image per optimizer step (gradient clipping on in both)."""
     accum = train_tiny(tiny_run.data_dir, tmp_path / "accum", accum_steps=4)
     out = tiny_run.output_dir
-    saved = ms_vit.read_checkpoint(str(tmp_path / "accum" / "checkpoints" / "epoch_004.ckpt")).params
+    saved = ms_vit.read_checkpoint(str(tmp_path / "accum" / "checkpoints" / "epoch_003.ckpt")).params
     assert not any(k.startswith("grad_accum") for k in saved)  # buffers are never saved
-    assert max_difference(model_weights(out / "checkpoints" / "epoch_004.ckpt"),
-                          model_weights(tmp_path / "accum" / "checkpoints" / "epoch_004.ckpt")) <= 1e-5
+    assert max_difference(model_weights(out / "checkpoints" / "epoch_003.ckpt"),
+                          model_weights(tmp_path / "accum" / "checkpoints" / "epoch_003.ckpt")) <= 1e-5
     rows_full, rows_accum = read_metrics(out), read_metrics(tmp_path / "accum")
-    assert len(rows_full) == len(rows_accum) == 4
+    assert len(rows_full) == len(rows_accum) == 3
     for x, y in zip(rows_full, rows_accum):
         assert x["step"] == y["step"]  # optimizer steps, not micro-batches
         assert abs(float(x["train_loss"]) - float(y["train_loss"])) <= 1e-5
