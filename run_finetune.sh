@@ -16,6 +16,8 @@ master_port="${MASTER_PORT:-8118}"
 output_dir=""
 has_source=0
 has_config=0
+has_help=0
+config=""
 dataset=""
 args=("$@")
 train_args=()  # what scripts/train.py gets: everything but the launcher's own options (ms_vit.config.train.LAUNCHER)
@@ -38,7 +40,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --dataset=*) dataset="${args[$i]#*=}" ;;
   esac
   case "${args[$i]}" in
-    --config | --config=*) has_config=1 ;;
+    --config) has_config=1; config="${args[$((i + 1))]:-}" ;;
+    --config=*) has_config=1; config="${args[$i]#*=}" ;;
+    -h | --help) has_help=1 ;;
   esac
   case "${args[$i]}" in
     --config | --config=* | --data_dir | --data_dir=* | --dataset_url | --dataset_url=* | -h | --help) has_source=1 ;;
@@ -47,6 +51,7 @@ done
 set -- "${train_args[@]+"${train_args[@]}"}"
 if [ "$dataset" = "cifar10" ] && [ "$has_config" -eq 0 ]; then
   set -- --config configs/vit_cifar10_scratch.yaml "$@"
+  config=configs/vit_cifar10_scratch.yaml
   has_source=1
 fi
 if [ "$has_source" -eq 0 ]; then
@@ -70,6 +75,33 @@ if ! "$PYTHON" -c "import mindspore" >/dev/null 2>&1; then
   exit 2
 fi
 
+# The run's output folder: --output_dir, else the recipe's output_dir, else the default (outputs/run). It must be
+# writable before anything starts: MindSpore's log folder (below) and every checkpoint go there.
+config_output_dir() {
+  "$PYTHON" - "$1" 2>/dev/null <<'PY'
+import sys
+
+import yaml
+
+with open(sys.argv[1]) as handle:
+    values = yaml.safe_load(handle)
+print(values.get("output_dir") or "" if isinstance(values, dict) else "")
+PY
+}
+run_dir="$output_dir"
+if [ -z "$run_dir" ] && [ -n "$config" ] && [ -f "$config" ]; then
+  run_dir="$(config_output_dir "$config")"
+fi
+run_dir="${run_dir:-outputs/run}"
+if [ "$has_help" -eq 0 ]; then
+  probe="$run_dir/.write_test_$$"
+  if ! mkdir -p "$run_dir" 2>/dev/null || ! { : >"$probe"; } 2>/dev/null; then
+    echo "error: cannot write the output folder $run_dir: choose another --output_dir" >&2
+    exit 2
+  fi
+  rm -f "$probe"
+fi
+
 # The demo ends with eval on its val folder and annotated predictions for one image of each class.
 finish_demo() {
   [ "$has_source" -eq 0 ] || return 0
@@ -83,11 +115,12 @@ finish_demo() {
 
 # MindSpore's own INFO/WARNING lines (e.g. about parameters not loaded, which ms_vit reports in one line of its own)
 # go to files under OUTPUT_DIR/mindspore_logs/ instead of the console; errors still reach the console.
-if [ -z "${GLOG_logtostderr:-}" ]; then
-  log_root="${output_dir:-outputs}"
+if [ -z "${GLOG_logtostderr:-}" ] && [ "$has_help" -eq 0 ]; then
+  log_root="$run_dir"
   [[ "$log_root" = /* ]] || log_root="$(pwd)/$log_root"
   export GLOG_logtostderr=0 GLOG_stderrthreshold=2 GLOG_log_dir="$log_root/mindspore_logs"
-  mkdir -p "$GLOG_log_dir" 2>/dev/null || unset GLOG_log_dir
+  # MindSpore refuses GLOG_logtostderr=0 without a log folder (a ValueError traceback): drop all three together.
+  mkdir -p "$GLOG_log_dir" 2>/dev/null || unset GLOG_log_dir GLOG_logtostderr GLOG_stderrthreshold
 fi
 
 if [ "$device_num" -eq 1 ] && [ "$node_num" -eq 1 ]; then
@@ -99,9 +132,18 @@ fi
 # Several processes. msrun starts each worker with the `python` on PATH: make that the interpreter chosen here.
 PATH="$(dirname "$(command -v "$PYTHON")"):$PATH"
 export PATH
-logs="${output_dir:-outputs/run}/msrun_logs"
+logs="$run_dir/msrun_logs"
 mkdir -p "$logs" || { echo "error: cannot create $logs: choose another --output_dir" >&2; exit 2; }
-rm -f "$logs"/worker_*.log
+rm -f "$logs"/worker_*.log "$logs"/scheduler.log
+# msrun starts a scheduler on every node whose --master_addr is one of its own addresses. With several "nodes" on one
+# host (node 0, the master, started first), a later node's scheduler cannot bind the port node 0's holds and exits,
+# while its workers join node 0's scheduler. Recognised here by asking the socket layer whether that port is already
+# listened on at a local address, not by a scheduler.log line (MindSpore logs "Address already in use" only at
+# WARNING level, so GLOG_v=3 hides it).
+second_scheduler=0
+if [ "$node_rank" -gt 0 ] && "$PYTHON" ms_vit/distributed.py port_taken "$master_addr" "$master_port" 2>/dev/null; then
+  second_scheduler=1
+fi
 # The processes on this machine count device_num; the job counts node_num x device_num. A node that cannot reach
 # the master gives up after CLUSTER_TIMEOUT seconds (msrun's --cluster_time_out).
 msrun --worker_num="$((node_num * device_num))" --local_worker_num="$device_num" --node_rank="$node_rank" \
@@ -116,13 +158,18 @@ wait "$launcher"
 status=$?
 sleep 0.5
 kill "$follower" 2>/dev/null
-# msrun starts a scheduler on every node whose --master_addr is one of its own addresses. With several "nodes" on one
-# host (node 0 being the master), the other nodes' schedulers cannot bind the master's port and exit; their workers
-# joined node 0's scheduler and finished: the job succeeded unless a worker failed.
-if [ "$status" -ne 0 ] && [ "$node_rank" -gt 0 ] && grep -q "Address already in use" "$logs/scheduler.log" 2>/dev/null \
-  && grep -q "Scheduler process .* exit with exception" "$logs/msrun.out" \
-  && ! grep -q "worker exits with exception" "$logs/msrun.out"; then
-  status=0
+# A second scheduler (above) failed and msrun, having waited for every worker first, exits non-zero: the job
+# succeeded unless a worker failed. The scheduler.log lines are a fallback for a race the probe missed ("Address
+# already in use" at WARNING level, "Failed to init the tcp server" at ERROR). A failed worker shows as msrun's ERROR
+# line, or, whatever GLOG_v is, as an ms_vit error line or a Python traceback in its log.
+if [ "$status" -ne 0 ] && [ "$node_rank" -gt 0 ]; then
+  if [ "$second_scheduler" -eq 1 ] \
+    || grep -qE "Address already in use|Failed to init the tcp server" "$logs/scheduler.log" 2>/dev/null; then
+    if ! grep -qE "Worker process .* exit with exception|worker exits with exception" "$logs/msrun.out" \
+      && ! cat "$logs"/worker_*.log 2>/dev/null | grep -qE "^error: |^Traceback \(most recent call last\)"; then
+      status=0
+    fi
+  fi
 fi
 if [ "$status" -ne 0 ]; then
   errors=$(cat "$logs"/worker_*.log 2>/dev/null | grep -E '^error: ' | sort -u)

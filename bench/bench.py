@@ -3,8 +3,15 @@ batch 16 (the engine's default, and the whole batch in one graph), the ImageFold
 and compile time, beside this CPU's model and vector extensions and a GEMM ceiling measured in the same run (NumPy
 float32 matmul, large square): each model case also reports its percentage of that ceiling, the time its FLOPs would
 take at the ceiling's rate over the time measured (training FLOPs = 3 x forward). Each case runs in its own process.
+The ceiling's process runs without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (an environment that pins OpenBLAS to an
+older kernel would otherwise lower the ceiling below what the CPU does) and names the kernel OpenBLAS chose.
 
-    python bench/bench.py [--quick] [--cases ms_infer_b16 torch_infer_b16 ...]
+bf16: a bf16 GEMM ceiling through ms_vit's own oneDNN kernel (ms_vit.kernels), PyTorch's bf16 autocast beside its
+fp32 (torchbf16_*), and ms_vit's bf16 path (msbf16_*). Where the CPU lacks avx512_bf16 / amx_bf16, the bf16 ceiling
+and the ms_vit bf16 cases are null and the reason is printed; PyTorch's autocast still runs (slowly, --no-torch-bf16
+leaves it out).
+
+    python bench/bench.py [--quick] [--no-torch-bf16] [--cases ms_infer_b16 torch_infer_b16 ...]
 
 Prints a table, then one JSON line. Ratios are PyTorch time / ms_vit time (above 1: ms_vit is faster), each pair with
 the same GELU form (tanh: ms_/torch_ cases; exact erf: mserf_/torcherf_). The ms_vit
@@ -26,6 +33,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("gemm", "ms_infer_b1", "ms_infer_b16", "ms_train_b16", "ms_trainwhole_b16", "torch_infer_b1", "torch_infer_b16",
          "torch_train_b16", "mserf_infer_b16", "torcherf_infer_b16", "pipeline", "compile_cache")
+BF16_CASES = ("bf16_gemm", "msbf16_infer_b1", "msbf16_infer_b16", "msbf16_train_b16", "torchbf16_infer_b1",
+              "torchbf16_infer_b16", "torchbf16_train_b16")
+TORCH_BF16_CASES = tuple(name for name in BF16_CASES if name.startswith("torchbf16"))
 # The fine-tuning modes (README "Choosing a mode"), run with --cases: the training step of frozen (8 of 12 blocks)
 # and LoRA (rank 8 on qkv and proj), the linear probe's feature extraction and its head training (1,000 images,
 # 10 epochs of batch 16 on cached features). ms_train_b16 is the full mode.
@@ -34,7 +44,11 @@ MODES = {"train": {}, "trainwhole": {}, "trainfrozen8": {"finetune_mode": "froze
          "trainlora8": {"finetune_mode": "lora", "lora_rank": 8}}
 # Like with like: the ms_ and torch_ cases both run the tanh-form GELU (ms_vit's default, the tutorial's; HF's
 # "gelu_pytorch_tanh"); the *erf cases both run the exact erf form (timm's and HF's default).
-TORCH_GELU = {"torch": "gelu_pytorch_tanh", "torcherf": "gelu"}
+TORCH_GELU = {"torch": "gelu_pytorch_tanh", "torcherf": "gelu", "torchbf16": "gelu_pytorch_tanh"}
+# Variables that pin OpenBLAS's kernel and cache size: unset for the ceiling's process only.
+OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# The bf16 ceiling: the MLP's first GEMM of ViT-B/16 at batch 16 (3152 tokens x 768 @ 768 x 3072).
+BF16_GEMM_SHAPE = (3152, 768, 3072)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 GEMM_SIZE = 3072
 
@@ -56,14 +70,89 @@ def cpu_description() -> tuple[str, list[str]]:
     return model, [flag for flag in CPU_FLAGS if flag in flags]
 
 
-def gemm_case(repeat: int, n: int = GEMM_SIZE) -> dict:
-    """The GEMM ceiling: GFLOP/s of NumPy's float32 matmul of two n x n matrices (its BLAS, every core)."""
+def ceiling_env(environ=None) -> dict:
+    """The environment of the GEMM ceiling's process: this one's without ``OPENBLAS_PINS``."""
+    return {k: v for k, v in (os.environ if environ is None else environ).items() if k not in OPENBLAS_PINS}
+
+
+def case_env(name: str) -> dict | None:
+    """The environment a case's process gets: None (this one's) for all but the GEMM ceiling."""
+    return ceiling_env() if name == "gemm" else None
+
+
+def blas_kernel() -> str | None:
+    """The BLAS and the kernel it runs as threadpoolctl reports them (e.g. "openblas Haswell"); None without
+    threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    names = [" ".join(str(info[k]) for k in ("internal_api", "architecture") if info.get(k))
+             for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    return ", ".join(names) or None
+
+
+def gemm_case(repeat: int, n: int | None = None) -> dict:
+    """The GEMM ceiling: GFLOP/s of NumPy's float32 matmul of two n x n matrices (its BLAS, every core), the kernel
+    its BLAS runs, and the OpenBLAS pins this process saw (none when run through ``child``)."""
     import numpy as np
 
+    n = n or int(os.environ.get("MS_VIT_BENCH_GEMM_SIZE", GEMM_SIZE))  # the variable: tests use a tiny matrix
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     result = timed(lambda: a @ b, max(repeat, 1) * 2 + 1)
-    return {**result, "gflops": 2 * n ** 3 / result["median_s"] / 1e9, "blas_threads": os.cpu_count()}
+    return {**result, "gflops": 2 * n ** 3 / result["median_s"] / 1e9, "blas_threads": os.cpu_count(), "size": n,
+            "gemm_kernel": blas_kernel(), "openblas_pins": {k: os.environ[k] for k in OPENBLAS_PINS if k in os.environ}}
+
+
+def bf16_gemm_case(repeat: int, shape: tuple[int, int, int] = BF16_GEMM_SHAPE) -> dict:
+    """The bf16 ceiling: GFLOP/s of ms_vit's bf16 kernel (fp32 operands rounded to bf16, fp32 accumulation and
+    output, as the model calls it) on an (m x k) @ (k x n) product, called directly; skipped without bf16."""
+    import ctypes
+
+    import numpy as np
+
+    from ms_vit.kernels import bf16_status, build, matmul_impl
+
+    usable, reason = bf16_status()
+    if not usable:
+        return {"skipped": reason}
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32),
+              np.empty((m, n), np.float32)]
+    shapes = [np.array(x.shape, np.int64) for x in arrays]
+    # The aot entry's own calling convention (what MindSpore passes): pointers, ranks, shapes, dtype names.
+    params = (ctypes.c_void_p * 3)(*(x.ctypes.data for x in arrays))
+    ndims = (ctypes.c_int * 3)(2, 2, 2)
+    shape_ptrs = (ctypes.POINTER(ctypes.c_int64) * 3)(*(s.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+                                                          for s in shapes))
+    dtypes = (ctypes.c_char_p * 3)(b"float32", b"float32", b"float32")
+    # matmul_impl loaded MindSpore (and its libdnnl.so.3): the kernel runs on the oneDNN the model's bf16 path gets.
+    impl = matmul_impl(m, k, n)
+    kernel = ctypes.CDLL(build()[0]).ms_vit_bf16_matmul_nn
+
+    def step():
+        if kernel(3, params, ndims, shape_ptrs, dtypes, None, None) != 0:
+            raise RuntimeError("the bf16 kernel failed (its message is above)")
+    result = timed(step, max(repeat, 1) * 2 + 1)
+    return {**result, "gflops": 2 * m * k * n / result["median_s"] / 1e9, "impl": impl,
+            "shape": list(shape)}
+
+
+def ms_bf16_reason() -> str | None:
+    """None when ms_vit's bf16 path can run here, else why not (one line): the CPU or the kernel's build (the gate
+    of amp_level auto), or an ms_vit without the amp_level "bf16" wiring."""
+    from ms_vit.kernels import bf16_status
+
+    usable, reason = bf16_status()
+    if not usable:
+        return reason
+    from ms_vit.train import amp
+
+    if getattr(amp, "BF16", None) != "bf16":
+        return "ms_vit's model has no bf16 path yet (amp_level bf16 is not wired into ms_vit.train.amp)"
+    return None
 
 
 def case_gflop(name: str) -> float | None:
@@ -97,23 +186,27 @@ def timed(step, repeat: int) -> dict:
     return {"median_s": median, "first_s": first, "compile_s": max(first - median, 0.0), "peak_rss_gb": peak_rss_gb()}
 
 
-def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh") -> dict:
+def ms_case(kind: str, batch: int, repeat: int, gelu: str = "tanh", amp: str = "O0") -> dict:
+    if amp == "bf16":
+        reason = ms_bf16_reason()
+        if reason:
+            return {"skipped": reason}
     if kind == "head":
         import ms_vit
 
         ms_vit.set_up(None, "graph")
         return head_case(ms_vit.create_model("vit_b_16"), batch, repeat)
-    step, extra = ms_step(kind, batch, gelu)
+    step, extra = ms_step(kind, batch, gelu, amp=amp)
     result = timed(step, repeat)
     if kind == "extract":  # the linear probe's feature pass: images/s
         extra["img_s"] = batch / result["median_s"]
     return {**result, **extra}
 
 
-def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
+def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16", amp: str = "O0"):
     """(one call of the case, facts about it): the forward (infer), the linear probe's feature pass (extract), or one
-    optimizer step of the engine's training cell (train*, on random images and labels). bench/profile_ops.py profiles
-    the same calls."""
+    optimizer step of the engine's training cell (train*, on random images and labels), at AMP level ``amp`` (O0:
+    fp32; bf16: the engine's bf16 GEMMs). bench/profile_ops.py profiles the same calls."""
     import mindspore as ms
     import numpy as np
 
@@ -127,6 +220,10 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
     # --plain: the tutorial's kernels (Conv2d patch embedding, MindSpore's GELU), the "before" of the fast path.
     plain = {"patch_impl": "conv", "gelu_impl": "kernel"} if os.environ.get("MS_VIT_BENCH_PLAIN") == "1" else {}
     net = ms_vit.create_model(model, gelu=gelu, **plain)
+    if amp != "O0":
+        from ms_vit.train.amp import apply_amp
+
+        apply_amp(net, amp)
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((batch, 3, net.config.image_size, net.config.image_size)).astype(np.float32))
     if kind == "infer":
@@ -149,7 +246,7 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16"):
     plan = batching(cfg, model=net.config, device=device)
     cfg = dataclasses.replace(cfg, accum_steps=plan.accum_steps)
     # The schedule is long enough for any number of timed or profiled steps.
-    cell, _ = build_train_cell(net, cfg, net.config.num_classes, steps_per_epoch=1000, amp_level="O0")
+    cell, _ = build_train_cell(net, cfg, net.config.num_classes, steps_per_epoch=1000, amp_level=amp)
     cell.set_train(True)
     y = ms.Tensor(rng.integers(0, net.config.num_classes, batch).astype(np.int32))
     micro = plan.micro_batch
@@ -195,19 +292,26 @@ def head_case(net, batch: int, repeat: int, images: int = 1000, epochs: int = 10
     return {**result, "steps": steps * epochs}
 
 
-def torch_case(kind: str, batch: int, repeat: int, act: str = "gelu_pytorch_tanh") -> dict:
+def torch_case(kind: str, batch: int, repeat: int, act: str = "gelu_pytorch_tanh", bf16: bool = False) -> dict:
+    """HF ViT-B/16 in PyTorch: fp32, or (``bf16``) under CPU autocast to bfloat16, as PyTorch's CPU tuning guides
+    advise; the weights and the optimizer stay fp32 either way."""
+    import contextlib
+
     import torch
     import transformers
 
     torch.manual_seed(0)
     model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000, hidden_act=act))  # B/16
     x = torch.randn(batch, 3, 224, 224)
+
+    def precision():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     if kind == "infer":
         model.eval()
 
         def step():
-            with torch.no_grad():
-                model(pixel_values=x).logits.numpy()
+            with torch.no_grad(), precision():
+                model(pixel_values=x).logits.float().numpy()
         return timed(step, repeat)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
@@ -215,7 +319,8 @@ def torch_case(kind: str, batch: int, repeat: int, act: str = "gelu_pytorch_tanh
 
     def train_step():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y, label_smoothing=0.1)
+        with precision():
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y, label_smoothing=0.1)
         loss.backward()
         optimizer.step()
         loss.item()
@@ -252,13 +357,16 @@ def pipeline_case(repeat: int) -> dict:
 def run_case(name: str, repeat: int) -> dict:
     if name == "gemm":
         return gemm_case(repeat)
+    if name == "bf16_gemm":
+        return bf16_gemm_case(repeat)
     if name == "pipeline":
         return pipeline_case(repeat)
     lib, kind, batch = name.split("_")
     batch = int(batch[1:])
     if lib.startswith("ms"):
-        return ms_case(kind, batch, repeat, gelu="erf" if lib == "mserf" else "tanh")
-    return torch_case(kind, batch, repeat, act=TORCH_GELU[lib])
+        return ms_case(kind, batch, repeat, gelu="erf" if lib == "mserf" else "tanh",
+                       amp="bf16" if lib == "msbf16" else "O0")
+    return torch_case(kind, batch, repeat, act=TORCH_GELU[lib], bf16=lib == "torchbf16")
 
 
 def compile_cache_case() -> dict | None:
@@ -274,22 +382,37 @@ def compile_cache_case() -> dict | None:
 
 
 def child(name: str, repeat: int, env: dict | None = None) -> dict | None:
-    """Run one case in a fresh process; None when it cannot run (e.g. torch not installed)."""
+    """Run one case in a fresh process; None when it cannot run (e.g. torch not installed) or does not apply here
+    (bf16 on a CPU without it), with the reason printed."""
     if name == "compile_cache":
         return compile_cache_case()
     proc = subprocess.run([sys.executable, __file__, "--child", name, "--repeat", str(repeat)], capture_output=True,
                           text=True, cwd=ROOT, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
-            return json.loads(line)
+            result = json.loads(line)
+            if "skipped" in result:
+                print(f"{name}: not run ({result['skipped']})", file=sys.stderr)
+                return None
+            return result
     print(f"{name}: failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})", file=sys.stderr)
     return None
+
+
+def json_name(case: str) -> str:
+    """A case's name in the JSON line: msbf16_infer_b16 -> ms_bf16_infer_b16 (the others unchanged)."""
+    for lib in ("msbf16", "torchbf16"):
+        if case.startswith(lib + "_"):
+            return f"{lib[:-4]}_bf16{case[len(lib):]}"
+    return case
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one timed repetition per case instead of three")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + MODE_CASES)
+    parser.add_argument("--cases", nargs="+", default=list(CASES + BF16_CASES), choices=CASES + BF16_CASES + MODE_CASES)
+    parser.add_argument("--no-torch-bf16", action="store_true",
+                        help="leave out PyTorch's bf16 autocast cases (slow on CPUs without bf16 instructions)")
     parser.add_argument("--plain", action="store_true",
                         help="ms_vit without the CPU fast path (the tutorial's Conv2d and GELU kernels): the baseline")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -301,16 +424,26 @@ def main():
     repeat = 1 if args.quick else 3
     if args.plain:
         os.environ["MS_VIT_BENCH_PLAIN"] = "1"
-    results = {name: child(name, repeat) for name in args.cases}
+    cases = [name for name in args.cases if not (args.no_torch_bf16 and name in TORCH_BF16_CASES)]
+    results = {name: child(name, repeat, case_env(name)) for name in cases}
     model, flags = cpu_description()
     gemm = results.get("gemm")
     gflops = gemm["gflops"] if gemm else None
+    bf16_gemm = results.get("bf16_gemm")
+    from ms_vit.kernels import bf16_status
+
+    bf16_taken, bf16_reason = bf16_status()
     print(f"machine: {model}, {os.cpu_count()} cores, flags {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GiB; median of {repeat}, fp32"
           + ("; ms_vit plain path (no CPU fast path)" if args.plain else ""))
+    print(f"bf16: {'taken' if bf16_taken else 'not taken'} ({bf16_reason})")
     if gflops:
-        print(f"GEMM ceiling: {gflops:.0f} GFLOP/s (NumPy float32 {GEMM_SIZE}x{GEMM_SIZE} matmul, "
-              f"{gemm['median_s'] * 1e3:.0f} ms)")
+        print(f"GEMM ceiling: {gflops:.0f} GFLOP/s (NumPy float32 {gemm['size']}x{gemm['size']} matmul, "
+              f"{gemm['median_s'] * 1e3:.0f} ms, kernel {gemm['gemm_kernel'] or 'unknown (no threadpoolctl)'}, "
+              f"without {' and '.join(OPENBLAS_PINS)})")
+    if bf16_gemm:
+        print(f"bf16 GEMM ceiling: {bf16_gemm['gflops']:.0f} GFLOP/s ({'x'.join(map(str, bf16_gemm['shape']))}, "
+              f"oneDNN {bf16_gemm['impl']}, {bf16_gemm['median_s'] * 1e3:.0f} ms)")
 
     def pct_of_ceiling(name):
         r, work = results.get(name), case_gflop(name)
@@ -318,7 +451,7 @@ def main():
 
     print(f"{'case':<18} {'seconds':>9} {'first call':>11} {'peak RSS GB':>12} {'% of GEMM':>10}")
     for name, r in results.items():
-        if r and name != "gemm":
+        if r and name not in ("gemm", "bf16_gemm"):
             extra = f"  {r['img_s']:.0f} img/s" + (f", {r['workers']} workers" if "workers" in r else "") if "img_s" in r else ""
             extra += f"  {r['accum_steps']} micro-batches" if r.get("accum_steps", 1) > 1 else ""
             extra += f"  {r['trainable']:,} trainable" if "trainable" in r else ""
@@ -334,8 +467,13 @@ def main():
         return round(torch_r["median_s"] / ms_r["median_s"], 3) if ms_r and torch_r else None
 
     summary = {"cpu": model, "cpu_flags": flags, "gemm_gflops": round(gflops, 1) if gflops else None,
+               "gemm_kernel": gemm["gemm_kernel"] if gemm else None,
+               "bf16_gemm_gflops": round(bf16_gemm["gflops"], 1) if bf16_gemm else None,
+               "bf16_taken": bf16_taken, "bf16_reason": bf16_reason,
                "infer_b16_ratio_vs_torch": ratio("infer_b16"), "infer_b1_ratio_vs_torch": ratio("infer_b1"),
                "train_b16_ratio_vs_torch": ratio("train_b16"),
+               "infer_b16_bf16_ratio_vs_torch_bf16": ratio("infer_b16", "msbf16", "torchbf16"),
+               "train_b16_bf16_ratio_vs_torch_bf16": ratio("train_b16", "msbf16", "torchbf16"),
                "infer_b16_erf_ratio_vs_torch": ratio("infer_b16", "mserf", "torcherf"),
                "infer_b16_pct_of_ceiling": pct_of_ceiling("ms_infer_b16"),
                "infer_b1_pct_of_ceiling": pct_of_ceiling("ms_infer_b1"),
@@ -350,7 +488,11 @@ def main():
                if results.get("compile_cache") else None,
                "first_step_cached_s": round(results["compile_cache"]["first_s"], 1)
                if results.get("compile_cache") else None}
-    summary.update({f"{k}_s": round(v["median_s"], 3) for k, v in results.items() if v and k != "gemm"})
+    # The bf16 cases' keys: torch_bf16_infer_b16_s and ms_bf16_infer_b16_s (null when not run) beside the others.
+    summary.update({f"{lib}_bf16_{case}_s": None for lib in ("ms", "torch") for case in ("infer_b16", "infer_b1",
+                                                                                          "train_b16")})
+    summary.update({f"{json_name(k)}_s": round(v["median_s"], 3) for k, v in results.items()
+                    if v and k not in ("gemm", "bf16_gemm")})
     print(json.dumps(summary))
 
 

@@ -491,9 +491,14 @@ def main(argv=None) -> None:
     print(table(rows, sizes))
     summary = {"cpu": cpu_description(), "total_s": round(total, 1), "quick": args.quick,
                "argv": sys.argv[1:], "sizes": {k: list(v) for k, v in sizes.items()}, "runs": rows}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
+    write_summary(summary, args.json)
+
+
+def write_summary(summary: dict, path: str | None) -> None:
+    """Print the figures as one JSON line and, with --json PATH, write them there too."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as handle:
             json.dump(summary, handle, indent=1)
     print(json.dumps(summary))
 

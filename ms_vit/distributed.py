@@ -50,3 +50,40 @@ def all_reduce_sum(values) -> np.ndarray:
 
     total = ops.AllReduce(ops.ReduceOp.SUM)(Tensor(np.asarray(values, np.float32)))
     return total.asnumpy().astype(np.float64)
+
+
+def port_taken(address: str, port: int) -> bool:
+    """Whether ``address`` is an address of this host and ``port`` is already listened on there.
+
+    run_finetune.sh asks this before msrun starts on a node other than 0: msrun starts a scheduler on every node
+    whose master address is local, and with several "nodes" on one host the later ones cannot bind the port node 0's
+    scheduler holds. Asked of the socket layer, not read from MindSpore's logs, so it does not depend on GLOG_v.
+    """
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            # Without SO_REUSEADDR a closed connection's TIME_WAIT would count as taken; with it only a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    return True
+                continue  # EADDRNOTAVAIL: not one of this host's addresses
+            return False
+    return False
+
+
+# run_finetune.sh: python ms_vit/distributed.py port_taken ADDRESS PORT (exit 0 if taken), without importing MindSpore.
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "port_taken":
+        sys.exit("usage: python ms_vit/distributed.py port_taken ADDRESS PORT")
+    sys.exit(0 if port_taken(sys.argv[2], int(sys.argv[3])) else 1)

@@ -25,11 +25,13 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def fetch(source: str, dest_dir: str, sha256: str = "", log=print) -> str:
+def fetch(source: str, dest_dir: str, sha256: str = "", log=print, key: str = "sha256") -> str:
     """Return a local path for ``source``: a path as it is, a URL downloaded into ``dest_dir`` (reused next time).
 
     A recorded ``sha256`` is checked on every download and on the reused file; a mismatch is an error and the
-    mismatching download is removed (a file the user put there is never touched).
+    mismatching download is removed (a file the user put there is never touched). Without one, a download logs the
+    SHA-256 it computed and the configuration key that pins it (``key``: e.g. ``dataset_sha256``,
+    ``pretrained_sha256``), so the next download can be checked.
     """
     if not is_url(source):
         if sha256 and os.path.isfile(source) and sha256_of(source) != sha256.lower():
@@ -55,12 +57,15 @@ def fetch(source: str, dest_dir: str, sha256: str = "", log=print) -> str:
             raise ConfigError(f"cannot download {source} ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}): check the address and network, or "
                               f"put the file at {target} by hand") from err
-        if sha256:
-            got = sha256_of(partial)
-            if got != sha256.lower():
-                raise ConfigError(f"{source}: downloaded SHA-256 {got} does not match the recorded {sha256}; the file "
-                                  "was removed: the server sent another file or it was corrupted in transit")
-    log(f"downloaded {source} to {target}")
+        got = sha256_of(partial)
+        if sha256 and got != sha256.lower():
+            raise ConfigError(f"{source}: downloaded SHA-256 {got} does not match the recorded {sha256}; the file "
+                              "was removed: the server sent another file or it was corrupted in transit")
+    if sha256:
+        log(f"downloaded {source} to {target} (SHA-256 checked)")
+    else:
+        log(f"downloaded {source} to {target}: SHA-256 {got}, not checked: none is recorded (pin it with "
+            f"{key}: {got})")
     return target
 
 

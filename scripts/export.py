@@ -1,11 +1,19 @@
 """Export a checkpoint's network for deployment (MindSpore Lite, serving, ONNX runtimes) with ms.export.
 
-    python scripts/export.py --ckpt outputs/demo/best.ckpt --format MINDIR [--batch_size 1] [--output FILE]
-    python scripts/export.py --ckpt outputs/demo/best.ckpt --format onnx    # then checked with onnxruntime
+    python scripts/export.py --ckpt outputs/demo/best.ckpt --format MINDIR            # dynamic batch
+    python scripts/export.py --ckpt outputs/demo/best.ckpt --format onnx              # dynamic batch, checked
+    python scripts/export.py --ckpt outputs/demo/best.ckpt --format onnx --batch_size 8   # a fixed batch of 8
 
-An ONNX file is run once with onnxruntime on random input after writing: its logits must equal ms_vit's within
-1e-4 x max(1, max |logit|), or the export counts as failed (onnxruntime is optional: without it the check is skipped
-with a line saying how to install it).
+MINDIR and ONNX files have a dynamic batch dimension by default (any number of images per call), so a server can
+batch requests; --batch_size N fixes it at N (AIR, Ascend only, always has a fixed batch: 1 unless given).
+MindSpore's ONNX exporter refuses a dynamic input, so the dynamic ONNX graph is derived from two fixed-batch exports
+(ms_vit.export.dynamic_onnx: the batch-dependent shape constants become computed from the input); where that cannot
+be done, the export stops with a line saying so, and --batch_size exports a fixed batch.
+
+After writing, the file is checked: run at two batch sizes (1 and 3; a fixed export at its own batch) on random
+input -- an ONNX file with onnxruntime, a MindIR file with ms.load + nn.GraphCell -- its logits must equal ms_vit's
+within 1e-4 x max(1, max |logit|), or the export counts as failed. Each batch's max |logit difference| is printed.
+onnxruntime is optional: without it the ONNX check is skipped with a line saying how to install it.
 """
 
 import os
@@ -21,71 +29,55 @@ def main(argv):
     parser.add_argument("--ckpt", required=True, help="checkpoint to export (any format ms_vit reads)")
     parser.add_argument("--format", default="MINDIR", type=str.upper, choices=sorted(SUFFIXES),
                         help="file format of ms.export (MINDIR, AIR or ONNX; any case)")
-    parser.add_argument("--batch_size", type=int, default=1, help="the exported graph's fixed batch size")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="a fixed batch size for the exported graph (default: a dynamic batch dimension; AIR: 1)")
     parser.add_argument("--output", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--model", default=None, help="preset whose architecture the checkpoint has (see eval.py)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
-
-    import mindspore as ms
-    import numpy as np
+    if args.format == "AIR" and args.batch_size is None:
+        args.batch_size = 1
 
     from ms_vit import set_up
     from ms_vit.evaluate.run import load_for_inference
+    from ms_vit.export import CHECK_BATCHES, check_mindir, check_onnx, export_air, export_mindir, export_onnx
 
     set_up(args.device_target)
     net = load_for_inference(args.ckpt, args.model)
+    net.set_train(False)
     suffix = SUFFIXES[args.format]
-    output = args.output or os.path.splitext(args.ckpt.rstrip(os.sep))[0] + f"_b{args.batch_size}{suffix}"
+    dynamic = args.batch_size is None
+    tag = "dynamic" if dynamic else f"b{args.batch_size}"
+    output = args.output or os.path.splitext(args.ckpt.rstrip(os.sep))[0] + f"_{tag}{suffix}"
     stem = output[: -len(suffix)] if output.endswith(suffix) else output
+    if args.format == "ONNX":
+        path = export_onnx(net, stem + suffix, args.batch_size)
+    elif args.format == "MINDIR":
+        path = export_mindir(net, stem + suffix, args.batch_size)
+    else:
+        path = export_air(net, stem + suffix, args.batch_size)
     cfg = net.config
-    sample = ms.Tensor(np.zeros((args.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size), np.float32))
+    batch = "batch" if dynamic else str(args.batch_size)
+    print(f"wrote {path}: input ({batch}, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) float32, normalised "
+          f"as in eval; output logits ({batch}, {cfg.num_classes})"
+          + (" -- the batch dimension is dynamic" if dynamic else ""))
+    batches = CHECK_BATCHES if dynamic else (args.batch_size,)
     if args.format == "ONNX":
-        from ms_vit.models.vit import Attention
-
-        for _, cell in net.cells_and_names():  # ONNX has no Unstack: the attention splits q, k, v by slicing
-            if isinstance(cell, Attention):
-                cell.onnx_export = True
-    try:
-        ms.export(net, sample, file_name=stem, file_format=args.format)
-    except (RuntimeError, ValueError, TypeError) as err:
-        raise_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        from ms_vit.errors import MsVitError
-
-        raise MsVitError(f"export to {args.format} failed ({raise_line}): MINDIR is supported on every device; "
-                         "AIR needs Ascend") from err
-    print(f"wrote {stem + suffix}: input (batch {args.batch_size}, {cfg.in_channels}, {cfg.image_size}, "
-          f"{cfg.image_size}) float32, normalised as in eval; output logits ({args.batch_size}, {cfg.num_classes})")
-    if args.format == "ONNX":
-        check_onnx(net, stem + suffix, sample.shape)
-    return 0
-
-
-def check_onnx(net, path: str, shape) -> float | None:
-    """Run ``path`` with onnxruntime on random input and compare with ``net``; returns the max logit difference
-    (None when onnxruntime is not installed). Raises when it is above 1e-4 x max(1, max |logit|)."""
-    import mindspore as ms
-    import numpy as np
-
-    from ms_vit.errors import MsVitError
-
-    try:
+        diffs = check_onnx(net, path, batches)
+        if diffs is None:
+            print("onnxruntime is not installed: the ONNX file was not checked (pip install onnxruntime)")
+            return 0
         import onnxruntime
-    except ImportError:
-        print("onnxruntime is not installed: the ONNX file was not checked (pip install onnxruntime)")
-        return None
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
-    ours = net(ms.Tensor(x)).asnumpy()
-    diff = float(np.abs(theirs - ours).max())
-    bound = 1e-4 * max(1.0, float(np.abs(ours).max()))
-    if not diff <= bound:
-        raise MsVitError(f"{path}: onnxruntime's logits differ from ms_vit's by {diff:.3g} (bound {bound:.3g}): "
-                         "do not deploy this file; export MINDIR instead and report the model")
-    print(f"checked with onnxruntime {onnxruntime.__version__}: max logit difference {diff:.2e} (bound {bound:.1e})")
-    return diff
+
+        runtime = f"onnxruntime {onnxruntime.__version__}"
+    elif args.format == "MINDIR":
+        diffs, runtime = check_mindir(net, path, batches), "ms.load + nn.GraphCell"
+    else:
+        return 0  # AIR runs on Ascend's own tools only
+    for size, diff in diffs.items():
+        print(f"checked with {runtime} at batch {size}: max logit difference {diff:.2e}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,15 @@ one tiny fine-tuning recipe (TINY_RUN, tiny_config, train_tiny) and one finished
 (tiny_run); the one filter of network weights out of a training checkpoint (model_weights)."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
+
+# pytest-xdist's workers run under `python -c`, without the entry script that MindSpore's compile cache reads (ms_vit
+# then turns the cache off): give them pytest's own, as a serial run has, so both test the same paths.
+if not os.path.isfile(sys.argv[0]):
+    sys.argv[0] = os.path.join(os.path.dirname(pytest.__file__), "__main__.py")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -15,6 +21,9 @@ import mindspore as ms
 import ms_vit
 
 ms_vit.set_up("CPU", mode="graph")
+# amp_level auto takes bf16 on CPUs that have it: the suite's fp32 figures (resume to 1e-6, golden logits) are
+# checked in fp32 on every CPU, and tests/test_bf16.py asks for bf16 itself.
+os.environ["MS_VIT_BF16"] = "0"
 
 # Small enough to compile in about a second: image 32, patch 8, dim 32, 2 layers, 4 heads, 10 classes.
 TINY = "vit_tiny_test"
@@ -26,6 +35,25 @@ def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
     yield
     ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture(scope="session")
+def vit_b():
+    """The ViT-B/16 (seed 0) that tests share: building one initialises 86 M weights, which takes seconds. Tests
+    must not change its weights."""
+    import mindspore as ms
+
+    ms.set_seed(0)
+    return ms_vit.create_model("vit_b_16")
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A tiny ViT checkpoint (seed 1) in the tutorial's format (plain parameter names) to fine-tune from."""
+    ms.set_seed(1)
+    path = str(tmp_path_factory.mktemp("pretrained") / "tiny.ckpt")
+    ms.save_checkpoint(ms_vit.create_model(TINY), path)
+    return path
 
 
 @pytest.fixture

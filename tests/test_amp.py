@@ -3,7 +3,7 @@
 import mindspore as ms
 import numpy as np
 from conftest import TINY
-from mindspore import nn, ops
+from mindspore import ops
 
 import ms_vit
 from ms_vit.train.amp import apply_amp

@@ -22,7 +22,7 @@ TRAIN = ["--model", "vit_tiny_test", "--image_size", "32", "--batch_size", "2", 
 def inputs(tmp_path_factory):
     """The user's files: good and bad data folders and checkpoints (never to be changed by a failing command)."""
     root = tmp_path_factory.mktemp("user")
-    good = make_image_folder(root / "good", n_train=2, n_val=1, size=32)
+    make_image_folder(root / "good", n_train=2, n_val=1, size=32)
     for name, problem in (("corrupt", b"\xff\xd8\xff\xe0 garbage"), ("zero", b"")):
         make_image_folder(root / name, n_train=2, n_val=1, size=32)
         (root / name / "train" / "blue" / f"{name}.jpg").write_bytes(problem)

@@ -92,3 +92,23 @@ def test_training_skips_unreadable_images_when_asked(tmp_path):
     assert result.skipped_images == 2 and any("skipped 2 unreadable" in line for line in lines)
     assert result.classes == ["blue", "green", "red"]
     assert result.last["step"] == 3 and [r["step"] for r in read_metrics(tmp_path / "out")] == ["3"]
+
+
+def test_class_ratio_is_reported_and_class_balance_suggested_above_the_threshold(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "data", classes=("blue",), n_train=10, n_val=1, size=40)
+    make_image_folder(root, classes=("red",), n_train=1, n_val=1, size=40, seed=1)
+    make_image_folder(root, classes=("green",), n_train=4, n_val=1, size=40, seed=2)
+    assert run(script("check_data"), [root, "--image_size", "32"]) == 0  # a note, not an error
+    out = capsys.readouterr().out
+    assert ("class balance of train/: largest/smallest class 10.0:1 (blue 10 images, red 1); imbalanced: train "
+            "with class_balance: sampler (or loss)") in out
+    assert run(script("check_data"), [root, "--image_size", "32", "--imbalance_ratio", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "largest/smallest class 10.0:1" in out and "imbalanced" not in out
+
+
+def test_balanced_classes_get_the_ratio_and_no_suggestion(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "data", n_train=2, n_val=1, size=48)
+    assert run(script("check_data"), [root, "--image_size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "class balance of train/: largest/smallest class 1.0:1" in out and "class_balance" not in out

@@ -204,10 +204,9 @@ def test_tutorial_checkpoint_architecture_is_read_from_its_shapes():
         (32, 8, 32, 2, 64, 10)
 
 
-def test_vit_b_16_tutorial_format_round_trip(tmp_path, images):
+def test_vit_b_16_tutorial_format_round_trip(tmp_path, images, vit_b):
     """One ViT-B/16 load: a checkpoint in the tutorial's format (as ms.save_checkpoint(ViT()) writes it)."""
-    ms.set_seed(5)
-    net = ms_vit.create_model("vit_b_16")
+    net = vit_b
     path = str(tmp_path / "vit_b_16_224.ckpt")
     ms.save_checkpoint(net, path)
     loaded = ms_vit.from_pretrained(path)

@@ -130,3 +130,18 @@ def test_a_finished_run_leaves_the_cache_off_for_what_the_process_compiles_next(
                                  "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "run")}),
               log=lambda *a: None)
     assert (tmp_path / "run" / "compile_cache").is_dir() and ENV_ENABLE not in os.environ
+
+
+def test_without_an_entry_script_the_cache_stays_off_and_the_run_trains(tmp_path, monkeypatch):
+    from ms_vit.train.compile_cache import ENV_ENABLE
+    from ms_vit.train.run import fine_tune
+
+    monkeypatch.setattr(sys, "argv", ["-c"])  # python -c: MindSpore's cache would fail opening "-c"
+    make_image_folder(tmp_path / "data", n_train=4, n_val=2, size=32)
+    lines = []
+    result = fine_tune(make_train_config({"model": TINY, "image_size": 32, "batch_size": 4, "epochs": 1,
+                                          "num_workers": 1, "data_dir": str(tmp_path / "data"),
+                                          "output_dir": str(tmp_path / "run")}), log=lines.append)
+    assert any(line.startswith("compile cache: off (MindSpore's cache reads the entry script") for line in lines)
+    assert not (tmp_path / "run" / "compile_cache").exists() and ENV_ENABLE not in os.environ
+    assert os.path.isfile(result.paths["best.ckpt"])

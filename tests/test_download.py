@@ -75,3 +75,16 @@ def test_local_paths_pass_through(tmp_path):
     assert fetch(str(local), str(tmp_path / "ckpt")) == str(local)
     with pytest.raises(ms_vit.ConfigError, match="does not match"):
         fetch(str(local), str(tmp_path / "ckpt"), sha256="1" * 64)
+
+
+def test_a_first_download_without_a_checksum_prints_it_and_the_key_to_pin_it(server, tmp_path):
+    url, served, _ = server
+    (served / "w.ckpt").write_bytes(b"weights" * 1000)
+    digest = hashlib.sha256(b"weights" * 1000).hexdigest()
+    lines = []
+    fetch(f"{url}/w.ckpt", str(tmp_path / "ckpt"), log=lines.append, key="pretrained_sha256")
+    assert len(lines) == 1 and f"SHA-256 {digest}" in lines[0]
+    assert lines[0].endswith(f"(pin it with pretrained_sha256: {digest})")
+    lines.clear()
+    fetch(f"{url}/w.ckpt", str(tmp_path / "again"), sha256=digest, log=lines.append, key="pretrained_sha256")
+    assert "pin it" not in lines[0] and "SHA-256 checked" in lines[0]  # a recorded checksum: nothing to pin

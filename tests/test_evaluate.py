@@ -116,3 +116,57 @@ def test_eval_gallery_writes_a_contact_sheet_of_the_mistakes(tmp_path, capsys):
 
     sheet = cv2.imread(report["gallery_png"])
     assert sheet is not None and sheet.shape[0] > 160 and sheet.shape[1] == 3 * 160
+
+
+def test_report_metrics_match_scikit_learn_and_the_reliability_diagram_is_written(tmp_path, capsys):
+    from sklearn import metrics as sk
+
+    names = ["blue", "green", "red"]
+    ckpt = constant_model(tmp_path / "m.ckpt", 3, bias_order=[2, 0, 1], class_names=names)  # always "red"
+    make_image_folder(tmp_path / "data", classes=names, n_train=1, n_val=2)
+    out = tmp_path / "report" / "r.json"
+    assert run(script("eval"), ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data" / "val"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    labels, predicted = np.repeat([0, 1, 2], 2), np.full(6, 2)
+    precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, zero_division=0)
+    for entry, p, r, f in zip(report["per_class"], precision, recall, f1):
+        assert (entry["precision"], entry["recall"], entry["f1"]) == pytest.approx((p, r, f))
+    assert report["per_class"][0]["precision"] == 0.0  # blue is never predicted: 0, not undefined
+    assert report["macro_f1"] == pytest.approx(sk.f1_score(labels, predicted, average="macro", zero_division=0))
+    assert report["weighted_f1"] == pytest.approx(sk.f1_score(labels, predicted, average="weighted", zero_division=0))
+    assert report["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(labels, predicted))
+    confidence = np.exp(10) / (np.exp(10) + np.exp(8) + np.exp(6))  # the same for every image: one bin
+    assert report["ece"] == pytest.approx(abs(confidence - 1 / 3), abs=1e-6) and report["ece_bins"] == 15
+    assert sum(b["count"] for b in report["reliability"]) == 6
+    assert (report["tta"], report["temperature"]) == ("none", 1.0)
+    assert f"macro-F1 {report['macro_f1']:.4f}  ECE {report['ece']:.4f}" in printed
+    assert os.path.getsize(tmp_path / "report" / "reliability.png") > 0 and "reliability.png" in printed
+
+
+def test_results_file_gets_one_row_per_eval(tmp_path, capsys):
+    import csv
+
+    from ms_vit.evaluate.run import RESULT_COLUMNS
+
+    names = ["blue", "green", "red"]
+    ckpt = constant_model(tmp_path / "m.ckpt", 3, bias_order=[2, 0, 1], class_names=names)
+    make_image_folder(tmp_path / "data", classes=names, n_train=1, n_val=2)
+    results = tmp_path / "runs" / "runs.csv"
+    base = ["--ckpt", ckpt, "--data_dir", str(tmp_path / "data" / "val"), "--json", str(tmp_path / "r.json"),
+            "--results_file", str(results)]
+    assert run(script("eval"), base) == 0
+    assert run(script("eval"), base + ["--tta", "flip", "--temperature", "2"]) == 0
+    with open(results, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == RESULT_COLUMNS and len(rows) == 3
+    first, second = (dict(zip(rows[0], row)) for row in rows[1:])
+    assert first["checkpoint"] == ckpt and first["data"] == str(tmp_path / "data" / "val")
+    assert (first["tta"], first["temperature"], second["tta"], second["temperature"]) == ("none", "1", "flip", "2")
+    assert first["num_images"] == "6" and float(first["top_1"]) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(first["macro_f1"]) == pytest.approx(1 / 6, abs=1e-6) and float(second["ece"]) > 0
+    other = tmp_path / "other.csv"
+    other.write_text("model,score\nx,1\n")
+    assert run(script("eval"), base[:-1] + [str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--results_file {other} has other columns" in err

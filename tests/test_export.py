@@ -1,3 +1,5 @@
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -19,24 +21,109 @@ def test_mindir_export_gives_the_same_logits(tiny_run, tmp_path, images, capsys)
     ckpt, net = trained(tiny_run)
     out = tmp_path / "m.mindir"
     assert run(script("export"), ["--ckpt", ckpt, "--format", "MINDIR", "--batch_size", "3", "--output", str(out)]) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: input (3, 3, 32, 32)" in printed
+    assert "checked with ms.load + nn.GraphCell at batch 3" in printed
     graph = nn.GraphCell(ms.load(str(out)))
     x = images(3)
     np.testing.assert_allclose(graph(ms.Tensor(x)).asnumpy(), logits_of(net, x), atol=1e-5)
 
 
+def test_mindir_export_has_a_dynamic_batch_by_default(tiny_run, tmp_path, images, capsys):
+    ckpt, net = trained(tiny_run)
+    out = tmp_path / "m.mindir"
+    assert run(script("export"), ["--ckpt", ckpt, "--format", "MINDIR", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "input (batch, 3, 32, 32)" in printed and "the batch dimension is dynamic" in printed
+    assert "at batch 1: max logit difference" in printed and "at batch 3: max logit difference" in printed
+    graph = nn.GraphCell(ms.load(str(out)))
+    for batch in (1, 3):
+        x = images(batch, seed=batch)
+        np.testing.assert_allclose(graph(ms.Tensor(x)).asnumpy(), logits_of(net, x), atol=1e-5)
+
+
+def onnx_logits(path, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
 def test_onnx_export_runs_in_onnxruntime_with_ms_vits_logits(tiny_run, tmp_path, images, capsys):
-    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     ckpt, net = trained(tiny_run)
     out = tmp_path / "m.onnx"
     assert run(script("export"), ["--ckpt", ckpt, "--format", "onnx", "--batch_size", "2", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "checked with onnxruntime" in printed
+    assert f"wrote {out}: input (2, 3, 32, 32)" in printed and "checked with onnxruntime" in printed
+    assert "at batch 2: max logit difference" in printed
     x = images(2)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
-    ours = logits_of(net, x)
+    theirs, ours = onnx_logits(out, x), logits_of(net, x)
     assert np.abs(theirs - ours).max() <= 1e-4 * max(1.0, np.abs(ours).max())
+
+
+def test_onnx_export_has_a_dynamic_batch_by_default(tiny_run, tmp_path, images, capsys):
+    """MindSpore's exporter refuses a dynamic input; the default file still runs at batch 1 and 3 in onnxruntime
+    with ms_vit's logits, and its input and output name the first dimension ``batch``."""
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    ckpt, net = trained(tiny_run)
+    out = tmp_path / "m.onnx"
+    assert run(script("export"), ["--ckpt", ckpt, "--format", "onnx", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "input (batch, 3, 32, 32)" in printed
+    assert "at batch 1: max logit difference" in printed and "at batch 3: max logit difference" in printed
+    model = onnx.load(str(out))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    for batch in (1, 3, 5):
+        x = images(batch, seed=batch)
+        theirs, ours = onnx_logits(out, x), logits_of(net, x)
+        assert theirs.shape == (batch, 3)
+        assert np.abs(theirs - ours).max() <= 1e-4 * max(1.0, np.abs(ours).max())
+    assert not [f for f in os.listdir(tmp_path) if f != "m.onnx"]  # the two traced graphs are gone
+
+
+def test_default_output_names_say_dynamic_or_the_batch(tiny_run, tmp_path, capsys):
+    import shutil
+
+    ckpt = str(tmp_path / "best.ckpt")
+    shutil.copy(tiny_run.output_dir / "best.ckpt", ckpt)
+    assert run(script("export"), ["--ckpt", ckpt]) == 0
+    assert run(script("export"), ["--ckpt", ckpt, "--batch_size", "2"]) == 0
+    assert {"best_dynamic.mindir", "best_b2.mindir"} <= set(os.listdir(tmp_path))
+
+
+def _constant_model(values: dict, dtype=np.int64):
+    """A one-input ONNX graph: Reshape(x, shape) then Add(., bias), with the constants in ``values``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array(values["shape"],
+                                                                                                  np.int64))),
+             helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+             helper.make_node("Add", ["flat", "bias"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, values["x"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [values["shape"][0], 4])],
+                              [numpy_helper.from_array(np.array(values["bias"], np.float32), "bias")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def test_dynamic_onnx_computes_batch_constants_and_refuses_float_ones():
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ms_vit.export import ExportError, dynamic_onnx
+
+    two = _constant_model({"x": [2, 3, 4], "shape": [2 * 3, 4], "bias": [1.0]})
+    three = _constant_model({"x": [3, 3, 4], "shape": [3 * 3, 4], "bias": [1.0]})
+    model = dynamic_onnx(two, three, 2, 3)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(5 * 12, dtype=np.float32).reshape(5, 3, 4)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(15, 4) + 1)
+
+    other = _constant_model({"x": [3, 3, 4], "shape": [3 * 3, 4], "bias": [2.0]})
+    with pytest.raises(ExportError, match="--batch_size") as err:
+        dynamic_onnx(two, other, 2, 3)
+    assert "\n" not in str(err.value)
 
 
 def test_onnx_check_without_onnxruntime_says_how_to_install(tiny_run, tmp_path, monkeypatch, capsys):
@@ -48,6 +135,17 @@ def test_onnx_check_without_onnxruntime_says_how_to_install(tiny_run, tmp_path, 
     ckpt, _ = trained(tiny_run)
     assert run(script("export"), ["--ckpt", ckpt, "--format", "ONNX", "--output", str(tmp_path / "m.onnx")]) == 0
     assert "pip install onnxruntime" in capsys.readouterr().out
+
+
+def test_a_dynamic_onnx_export_without_the_onnx_package_is_one_line(tiny_run, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    ckpt, _ = trained(tiny_run)
+    assert run(script("export"), ["--ckpt", ckpt, "--format", "ONNX", "--output", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err == ("error: a dynamic-batch ONNX file needs the onnx package: pip install onnx, or "
+                                       "give --batch_size N for a fixed batch\n")
+    assert not os.listdir(tmp_path)
 
 
 def test_the_forward_keeps_unstack_outside_onnx_export():

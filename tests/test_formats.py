@@ -1,7 +1,6 @@
 """Every weight format into one cell: files written in each source's exact layout, logits compared."""
 
 import json
-import os
 
 import mindspore as ms
 import numpy as np

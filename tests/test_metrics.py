@@ -101,3 +101,80 @@ def test_confusion_matrix_is_scikit_learns_with_an_other_column():
 def test_a_label_outside_the_classes_is_an_error():
     with pytest.raises(KeyError):
         metrics.confusion_matrix([0, 3], [0, 0], [0, 1])
+
+
+NEVER = 3  # a class with images that no row predicts
+
+
+def fixed_predictions():
+    """The fixed logits' labels and top-1 predictions, with class NEVER never predicted (its rows moved to class 4)
+    and ABSENT predicted without ever being a label."""
+    logits, labels = fixed_logits()
+    predicted = metrics.top_k(logits, 1)[:, 0]
+    predicted[predicted == NEVER] = 4
+    assert NEVER in labels and NEVER not in predicted and ABSENT in predicted and ABSENT not in labels
+    return labels, predicted
+
+
+def test_per_class_precision_recall_f1_are_scikit_learns_with_zero_division_0():
+    labels, predicted = fixed_predictions()
+    ours = metrics.precision_recall_f1(labels, predicted, range(K))
+    theirs = sk.precision_recall_fscore_support(labels, predicted, labels=np.arange(K), zero_division=0)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+    precision, recall, f1, support = ours
+    assert precision[NEVER] == 0 and recall[NEVER] == 0 and f1[NEVER] == 0 and support[NEVER] > 0
+    assert recall[ABSENT] == 0 and support[ABSENT] == 0 and precision[ABSENT] == 0
+    # A subset of the classes: predictions of the others count against recall only.
+    some = [6, 0, 1, 2, 3]
+    for a, b in zip(metrics.precision_recall_f1(labels, predicted, some),
+                    sk.precision_recall_fscore_support(labels, predicted, labels=some, zero_division=0)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+
+
+def test_macro_weighted_f1_and_balanced_accuracy_are_scikit_learns():
+    labels, predicted = fixed_predictions()
+    seen = np.unique(labels)
+    averages = metrics.class_averages(labels, predicted, range(K))  # ABSENT has no images: left out
+    assert averages["macro_f1"] == pytest.approx(
+        sk.f1_score(labels, predicted, labels=seen, average="macro", zero_division=0), abs=1e-15)
+    assert averages["weighted_f1"] == pytest.approx(
+        sk.f1_score(labels, predicted, labels=seen, average="weighted", zero_division=0), abs=1e-15)
+    with pytest.warns(UserWarning):  # scikit-learn warns of ABSENT, predicted but never a label
+        balanced = sk.balanced_accuracy_score(labels, predicted)
+    assert averages["balanced_accuracy"] == pytest.approx(balanced, abs=1e-15)
+    # The never-predicted class pulls the macro average down (its F1 is 0, not left out).
+    assert averages["macro_f1"] < sk.f1_score(labels, predicted, labels=[c for c in seen if c != NEVER],
+                                              average="macro", zero_division=0)
+
+
+def two_class_logits(confidences):
+    """Logits of 2 classes whose softmax gives class 0 the probability ``confidences``."""
+    p = np.asarray(confidences, np.float64)
+    return np.log(np.stack([p, 1 - p], axis=1))
+
+
+def test_ece_against_a_hand_computed_value():
+    # Bins of width 1/15: (14/15, 1] holds 0.95 (right) and 0.95 (wrong): |0.5 - 0.95| * 2/5 = 0.18;
+    # (8/15, 9/15] holds 0.55 and 0.58, both right: |1 - 0.565| * 2/5 = 0.174; (11/15, 12/15] holds 0.75, wrong:
+    # 0.75 * 1/5 = 0.15. ECE = 0.504.
+    logits = two_class_logits([0.95, 0.95, 0.55, 0.58, 0.75])
+    labels = np.array([0, 1, 0, 0, 1])
+    result = metrics.reliability(logits, labels)
+    assert result["ece"] == pytest.approx(0.504, abs=1e-12)
+    assert metrics.expected_calibration_error(logits, labels) == result["ece"]
+    bins = result["bins"]
+    assert len(bins) == 15 and bins[0]["lower"] == 0 and bins[-1]["upper"] == 1
+    assert [b["count"] for b in bins] == [0] * 8 + [2, 0, 0, 1, 0, 0, 2]
+    assert bins[8]["confidence"] == pytest.approx(0.565) and bins[8]["accuracy"] == 1.0
+    assert bins[14]["accuracy"] == 0.5 and bins[0]["confidence"] is None and bins[0]["accuracy"] is None
+
+
+def test_ece_bins_are_closed_on_the_right_and_perfect_calibration_is_zero():
+    # A confidence of exactly 1 falls in the last bin; 0.6 (= 9/15) in the bin (8/15, 9/15], not the next one.
+    result = metrics.reliability(np.array([[0.0, -1e9], [np.log(0.6), np.log(0.4)]]), np.array([0, 0]))
+    counts = [b["count"] for b in result["bins"]]
+    assert counts[14] == 1 and counts[8] == 1 and sum(counts) == 2
+    # 0.75 confident and right 3 times in 4: calibrated, ECE 0.
+    logits = two_class_logits([0.75] * 4)
+    assert metrics.expected_calibration_error(logits, np.array([0, 0, 0, 1])) == pytest.approx(0, abs=1e-12)

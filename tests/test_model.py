@@ -16,13 +16,6 @@ def tutorial_tree():
     return {name: tuple(int(n) for n in shape.split(",")) for name, shape in rows}
 
 
-@pytest.fixture(scope="module")
-def vit_b():
-    """The one ViT-B/16 the suite builds (shapes, count, one forward, one load)."""
-    ms.set_seed(0)
-    return ms_vit.create_model("vit_b_16")
-
-
 def test_vit_b_16_has_the_tutorials_parameter_names_and_shapes(vit_b):
     ours = {p.name: tuple(p.shape) for p in vit_b.get_parameters()}
     assert ours == tutorial_tree()

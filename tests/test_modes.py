@@ -22,15 +22,6 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("modes") / "data", n_train=8, n_val=4)
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A tiny ViT checkpoint in the tutorial's format (plain parameter names) to fine-tune from."""
-    ms.set_seed(1)
-    path = str(tmp_path_factory.mktemp("pretrained") / "tiny.ckpt")
-    ms.save_checkpoint(ms_vit.create_model(TINY), path)
-    return path
-
-
 def train(folder, out, log=None, **overrides):
     values = {**RUN, "data_dir": folder, "output_dir": str(out), **overrides}
     return fine_tune(make_train_config(values), log=log or (lambda *a: None))

@@ -75,10 +75,12 @@ def test_non_finite_gradients_skip_the_step(images):
 
 
 def test_amp_defaults_per_device():
-    assert resolve_amp_level("auto", "CPU") == "O0"
+    assert resolve_amp_level("auto", "CPU", gate=lambda: (False, "no avx512_bf16")) == "O0"
+    assert resolve_amp_level("auto", "CPU", gate=lambda: (True, "CPU has avx512_bf16")) == "bf16"
     assert resolve_amp_level("auto", "GPU") == "O2" and resolve_amp_level("auto", "Ascend") == "O2"
     assert resolve_amp_level("O1", "CPU") == "O1"
     assert loss_scale_cell("O0", 0.0) is None and loss_scale_cell("O2", 128.0) is None
+    assert loss_scale_cell("bf16", 0.0) is None
     assert loss_scale_cell("O2", 0.0).get_loss_scale() == 2.0 ** 24
 
 

@@ -21,6 +21,19 @@ def write_train_state(out_dir: str, checkpoint: str, epoch: int, step_in_epoch: 
                        "step_in_epoch": step_in_epoch, "global_step": global_step, "best_top1": best_top1})
 
 
+def check_output_writable(out_dir: str) -> None:
+    """Fail in one line, before any data or weights are fetched, when ``out_dir`` cannot be created or written;
+    creates nothing (a run stopped later by bad weights leaves no folder behind)."""
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"output folder {out_dir} is not writable: {existing} is a file; choose another --output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {out_dir} is not writable ({existing} is not writable by this user): "
+                          "choose another --output_dir")
+
+
 def prepare_output(out_dir: str) -> None:
     """Create ``out_dir/checkpoints`` and check that it is writable, before anything trains."""
     try:

@@ -28,6 +28,8 @@ SECTIONS = {
 FINETUNE_MODES = ("full", "linear", "frozen", "lora")
 AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment", "autoaugment")
 LORA_TARGETS = ("qkv", "proj", "mlp")
+CLASS_BALANCES = ("none", "sampler", "loss")
+CLASS_WEIGHTINGS = ("inverse", "sqrt")
 
 # Keys that no longer exist, with what replaces them: named in the error instead of "unknown key".
 DEAD_KEYS = {
@@ -131,7 +133,8 @@ class TrainConfig:
                                          "CIFAR-10 binary files", choices=("folder", "cifar10"))
     data_dir: str = key("", "data", "folder with train/ and val/ class folders (or the CIFAR-10 .bin files)",
                         graph=False, inherit="dataset_url's download, or the demo with demo_data")
-    dataset_url: str = key("", "data", "zip or tar fetched into dataset/ and unpacked when data_dir does not exist",
+    dataset_url: str = key("", "data", "zip or tar fetched into dataset/ and unpacked when no data_dir is given (or "
+                                       "data_dir lies in the download's folder and does not exist yet)",
                            graph=False, inherit="no download")
     dataset_sha256: str = key("", "data", "expected SHA-256 of dataset_url's file", graph=False, inherit="not checked")
     demo_data: bool = key(False, "data", "generate the offline shapes data set into data_dir when it is missing",
@@ -143,6 +146,12 @@ class TrainConfig:
     num_workers: int = key(0, "data", "processes that decode images", low=0, graph=False, inherit="from the core count")
     bad_images: str = key("fail", "data", "unreadable images: fail before training starts, or skip (and count) them",
                           choices=("fail", "skip"), graph=False)
+    class_balance: str = key("none", "data", "imbalanced classes: sampler draws each epoch's images with replacement, "
+                                             "each with its class's weight; loss weights each image's cross-entropy "
+                                             "by its class's weight", choices=CLASS_BALANCES)
+    class_balance_weights: str = key("inverse", "data", "class_balance's class weights: inverse (1 / images of the "
+                                                        "class: every class equally often) or sqrt (1 / its square "
+                                                        "root: half way, on a log scale)", choices=CLASS_WEIGHTINGS)
     # preprocess
     crop_pct: float = key(0.0, "preprocess", "evaluation: resize to image_size / crop_pct, centre-crop image_size",
                           low=0, inherit="the weights', else 0.875")
@@ -203,8 +212,9 @@ class TrainConfig:
     output_dir: str = key("outputs/run", "run", "where checkpoints, metrics and curves go", graph=False)
     device_target: str = key("", "run", "the device to run on", choices=("", "Ascend", "GPU", "CPU"),
                              inherit="what MindSpore finds")
-    amp_level: str = key("auto", "run", "mixed precision (auto: O2 on Ascend and GPU, O0 on CPU)",
-                         choices=("auto", "O0", "O1", "O2", "O3"))
+    amp_level: str = key("auto", "run", "mixed precision (auto: O2 on Ascend and GPU; on CPU bf16 where the CPU has "
+                                        "avx512_bf16 or amx_bf16, else O0)",
+                         choices=("auto", "O0", "O1", "O2", "O3", "bf16"))
     loss_scale: float = key(0.0, "run", "a fixed loss scale", low=0, inherit="dynamic under O2, none under O0")
     mode: str = key("graph", "run", "MindSpore execution mode", choices=("graph", "pynative"))
     seed: int = key(0, "run", "seed of the initialisation, the sampling and the augmentation")
@@ -235,6 +245,9 @@ class TrainConfig:
         if self.freeze_blocks and self.finetune_mode != "frozen":
             raise ConfigError(f"freeze_blocks applies to finetune_mode frozen, not {self.finetune_mode}: add "
                               "--finetune_mode frozen or drop freeze_blocks")
+        if self.class_balance == "sampler" and self.dataset == "cifar10":
+            raise ConfigError("class_balance sampler draws from class folders (dataset folder); CIFAR-10's training "
+                              "classes are balanced already: use class_balance none (or loss)")
         for name in ("crop_scale", "crop_ratio"):
             value = getattr(self, name)
             if len(value) != 2 or not 0 < value[0] <= value[1]:

@@ -134,8 +134,28 @@ def scan(root: str, image_size: int = 224, full: bool = True) -> DataReport:
     return report
 
 
-def summary_lines(report: DataReport, limit: int = 10) -> list[str]:
-    """A table of images and problems per split and class, then the problems, most serious first."""
+def balance_line(report: DataReport, suggest_ratio: float | None = None) -> str:
+    """The training split's largest/smallest class image-count ratio, suggesting ``class_balance`` from
+    ``suggest_ratio`` (default ``balance.SUGGEST_RATIO``) on; "" with fewer than two classes holding images."""
+    from ms_vit.data.balance import SUGGEST_RATIO
+
+    split = "train" if "train" in report.counts else "data"
+    counts = {name: n for name, n in report.counts.get(split, {}).items() if n > 0}
+    if len(counts) < 2:
+        return ""
+    largest, smallest = max(counts, key=lambda k: (counts[k], k)), min(counts, key=lambda k: (counts[k], k))
+    ratio = counts[largest] / counts[smallest]
+    line = (f"class balance of {split}/: largest/smallest class {ratio:.1f}:1 ({largest} {counts[largest]} images, "
+            f"{smallest} {counts[smallest]})")
+    if ratio >= (SUGGEST_RATIO if suggest_ratio is None else suggest_ratio):
+        line += ("; imbalanced: train with class_balance: sampler (or loss), e.g. --class_balance sampler, and "
+                 "compare macro-F1")
+    return line
+
+
+def summary_lines(report: DataReport, limit: int = 10, suggest_ratio: float | None = None) -> list[str]:
+    """A table of images and problems per split and class, the training classes' balance (``balance_line``), then
+    the problems, most serious first."""
     bad = defaultdict(int)
     for f in report.findings:
         parts = os.path.relpath(f.path, report.root).split(os.sep)
@@ -144,6 +164,9 @@ def summary_lines(report: DataReport, limit: int = 10) -> list[str]:
     for split, per_class in report.counts.items():
         for name, count in sorted(per_class.items()):
             lines.append(f"{split:<6} {name[:30]:<30} {count:>7} {bad.get((split, name), 0):>7}")
+    balance = balance_line(report, suggest_ratio)
+    if balance:
+        lines.append(balance)
     by_kind = defaultdict(list)
     for f in report.findings:
         by_kind[f.kind].append(f)

@@ -193,19 +193,35 @@ class EpochSampler:
     """Shuffled sample indices that depend only on (seed, epoch), split into equal shards for data parallelism,
     leaving out ``exclude`` (indices of unreadable files).
 
+    With ``labels`` and ``class_weights`` (``class_balance: sampler``) the epoch is instead one weighted draw with
+    replacement (``balance.weighted_draw``) of as many images as the epoch has; each process takes its own positions
+    of that one draw, as it would of the permutation.
+
     The order of epoch e is the same whether a run reaches it directly or after a resume.
     """
 
     def __init__(self, num_samples: int, seed: int, epoch: int, shuffle: bool = True, rank: int = 0, world: int = 1,
-                 exclude=()):
+                 exclude=(), labels=None, class_weights=None):
         self.num_samples, self.seed, self.epoch = num_samples, seed, epoch
         self.shuffle, self.rank, self.world, self.exclude = shuffle, rank, world, set(exclude)
+        self.labels, self.class_weights = labels, class_weights
+
+    def _shard(self, order: np.ndarray) -> np.ndarray:
+        per_shard = len(order) // self.world
+        return order[: per_shard * self.world][self.rank::self.world]
 
     def indices(self) -> np.ndarray:
+        if self.class_weights is not None:
+            from ms_vit.data.balance import weighted_draw
+
+            return self._shard(weighted_draw(self.labels, self.class_weights, self.seed, self.epoch, self.exclude))
         valid = np.setdiff1d(np.arange(self.num_samples), np.fromiter(self.exclude, np.int64, len(self.exclude)))
         order = np.random.default_rng([self.seed, self.epoch]).permutation(valid) if self.shuffle else valid
-        per_shard = len(valid) // self.world
-        return order[: per_shard * self.world][self.rank::self.world]
+        return self._shard(order)
+
+    def positions(self) -> np.ndarray:
+        """Where this process's ``indices`` stand in the epoch's global order (0 .. images - 1)."""
+        return self._shard(np.arange(self.num_samples - len(self.exclude)))
 
 
 def train_transforms(image_size: int, crop_scale, crop_ratio, hflip: float, mean, std, key=(0,),
@@ -223,11 +239,13 @@ def train_transforms(image_size: int, crop_scale, crop_ratio, hflip: float, mean
 
 
 def eval_transforms(image_size: int, crop_pct: float, mean, std, decode: bool = True,
-                    interpolation: str = "bilinear") -> list:
+                    interpolation: str = "bilinear", square: int | None = None) -> list:
     """Decode (``decode_rgb``; the op takes the path column), resize the short side to image_size / crop_pct (256
     for 224), centre-crop, normalise, HWC->CHW.
 
-    The one eval preprocessing: training's validation, eval.py and infer.py all call this.
+    The one eval preprocessing: training's validation, eval.py and infer.py all call this. ``square``: crop a
+    square of that side instead (``SquareAroundCentre``: its centre image_size crop is the standard one), from
+    which test-time augmentation cuts its crops (``evaluate.tta``).
     """
     from mindspore.dataset import vision
 
@@ -235,8 +253,27 @@ def eval_transforms(image_size: int, crop_pct: float, mean, std, decode: bool = 
     ops = [_decode_cell] if decode else []
     # "bicubic" is PIL's antialiased kernel (PILCUBIC, equal to PIL's output), the one timm and HF resize with.
     inter = vision.Inter.PILCUBIC if interpolation == "bicubic" else vision.Inter.BILINEAR
-    return ops + [vision.Resize(resize, inter), vision.CenterCrop(image_size),
-                  vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW()]
+    crop = vision.CenterCrop(image_size) if square is None else SquareAroundCentre(square, image_size)
+    return ops + [vision.Resize(resize, inter), crop, vision.Normalize(mean=list(mean), std=list(std)),
+                  vision.HWC2CHW()]
+
+
+class SquareAroundCentre:
+    """A (side, side) crop of an HWC image whose own centre (size, size) crop, at offset (side - size) // 2, is
+    exactly ``CenterCrop(size)`` of the image (which puts the odd pixel of an odd margin on a side that depends on
+    the image's width; a plain ``CenterCrop(side)`` would sometimes put it on the other side)."""
+
+    def __init__(self, side: int, size: int):
+        self.side, self.size = side, size
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if min(height, width) < self.side:
+            raise ValueError(f"image of {height}x{width} is smaller than the {self.side} px square to crop")
+        inner = (self.side - self.size) // 2
+        top = (height - self.size) // 2 - inner
+        left = (width - self.size) // 2 - inner
+        return np.ascontiguousarray(image[top:top + self.side, left:left + self.side])
 
 
 def set_bad_images(policy: str) -> None:
@@ -250,11 +287,12 @@ def set_bad_images(policy: str) -> None:
 
 def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int, *, sampler_indices=None,
                  drop_remainder: bool = False, num_workers: int = 0, with_index: bool = False, per_batch_map=None,
-                 keep_index: bool = False):
+                 keep_index: bool = False, augment_keys=None):
     """Batches of (image, label int32) read from exactly the files ``labelled_files`` lists, in that order or in
     the order ``sampler_indices`` gives; decoding happens inside ``map`` (so SKIP mode drops unreadable files).
 
-    ``with_index``: the first transform gets (path, sample index), the index into the listing.
+    ``with_index``: the first transform gets (path, sample index), the index into the listing; or (path, key) with
+    ``augment_keys`` (one per row of ``sampler_indices``: a drawn image repeated in an epoch gets its own crop).
     ``per_batch_map``: a function of (images, labels, batch info) applied to each batch (``mixup.BatchMixer``).
     ``keep_index``: batches are (image, label, index into the listing), so results can be traced to their files.
     """
@@ -269,7 +307,8 @@ def image_folder(folder: str, indexing: dict, transforms: list, batch_size: int,
                           "processes, or all excluded): add images")
     # The listing itself is the source (not ImageFolderDataset, whose own listing would also read stray files):
     # the sample indices, exclusions and counts all refer to it.
-    columns = {"image": np.array(paths)[order], "label": labels[order], "index": order}
+    index = order if augment_keys is None else np.asarray(augment_keys, np.int64)
+    columns = {"image": np.array(paths)[order], "label": labels[order], "index": index}
     data = ds.NumpySlicesDataset(columns, shuffle=False)
     workers = num_workers or default_workers()
     data = data.map(operations=transforms, input_columns=["image", "index"] if with_index else ["image"],
@@ -314,10 +353,14 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
     ``skip`` leaves out the first samples of the epoch (already trained on before an interruption);
     ``exclude_files`` the files found unreadable before training. With ``cfg.accum_steps`` > 1 the batches are the
     micro-batches (batch_size / accum_steps per process) and the epoch ends on a whole optimizer step."""
-    files = file_list(train_dir, indexing)
+    files, labels = labelled_files(train_dir, indexing)
     exclude_files = set(exclude_files)
     excluded = {i for i, path in enumerate(files) if path in exclude_files}
-    indices = epoch_indices(len(files), cfg, epoch, rank, world, excluded, where=train_dir)
+    indices, positions = epoch_indices(len(files), cfg, epoch, rank, world, excluded, where=train_dir, labels=labels,
+                                       with_positions=True)
+    # The sampler repeats images within an epoch: each draw's crop and flip are keyed by its position in the
+    # epoch's draw (still only (seed, epoch, position): a resume gives the same), not by the image.
+    augment_keys = positions[skip:] if _sampling(cfg) else None
     from ms_vit.checkpoint.pretrained_cfg import resolve_preprocess
 
     from ms_vit.data.augment import extra_train_ops
@@ -332,8 +375,9 @@ def train_dataset(train_dir: str, indexing: dict, cfg, epoch: int, rank: int = 0
     ds.config.set_seed(epoch_seed(cfg.seed, epoch))  # the MindSpore random ops of extra_train_ops draw from it
     return image_folder(train_dir, indexing, transforms, micro, sampler_indices=indices[skip:],
                         drop_remainder=cfg.drop_remainder, num_workers=cfg.num_workers or default_workers(world),
-                        with_index=True, per_batch_map=batch_mixer(cfg.section("augment"), cfg.label_smoothing, cfg.seed,
-                                                                len(indexing), epoch, rank, skip // micro))
+                        with_index=True, augment_keys=augment_keys,
+                        per_batch_map=batch_mixer(cfg.section("augment"), cfg.label_smoothing, cfg.seed, len(indexing),
+                                                  epoch, rank, skip // micro))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -341,21 +385,47 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def epoch_indices(num_samples: int, cfg, epoch: int, rank: int = 0, world: int = 1, exclude=(), where: str = "") -> np.ndarray:
-    """This rank's sample order for ``epoch`` (EpochSampler), cut to whole optimizer steps when accumulating."""
+def _sampling(cfg) -> bool:
+    return getattr(cfg, "class_balance", "none") == "sampler"
+
+
+def epoch_indices(num_samples: int, cfg, epoch: int, rank: int = 0, world: int = 1, exclude=(), where: str = "",
+                  labels=None, with_positions: bool = False):
+    """This rank's sample order for ``epoch`` (EpochSampler), cut to whole optimizer steps when accumulating.
+
+    ``labels`` (every sample's class): needed by ``class_balance: sampler``, whose weights come from the readable
+    samples' class counts. ``with_positions``: (indices, their positions in the epoch's global order).
+    """
     n = num_samples - len(exclude)
     # Checked here for drop_remainder only (it would leave no batch at all); fine_tune checks every run's steps.
     plan = batching(cfg.section("data"), world, images=n if cfg.drop_remainder else None, where=where)
-    indices = EpochSampler(num_samples, cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=exclude).indices()
+    weights = None
+    if _sampling(cfg):
+        from ms_vit.data.balance import class_counts, class_weights
+
+        if labels is None:
+            raise ConfigError(f"class_balance sampler needs the class of every training image of {where or 'the data'}"
+                              ": use class_balance none or loss with this data set")
+        labels = np.asarray(labels, np.int64)
+        keep = np.ones(len(labels), bool)
+        keep[list(exclude)] = False
+        weights = class_weights(class_counts(labels[keep], int(labels.max()) + 1), cfg.class_balance_weights)
+    sampler = EpochSampler(num_samples, cfg.seed, epoch, shuffle=True, rank=rank, world=world, exclude=exclude,
+                           labels=labels, class_weights=weights)
+    indices, positions = sampler.indices(), sampler.positions()
     if plan.accum_steps > 1:  # a partial optimizer step would leave gradients in the buffers across the epoch's end
-        indices = indices[: len(indices) // plan.per_rank_batch * plan.per_rank_batch]
-    return indices
+        cut = len(indices) // plan.per_rank_batch * plan.per_rank_batch
+        indices, positions = indices[:cut], positions[:cut]
+    return (indices, positions) if with_positions else indices
 
 
 def eval_dataset(folder: str, indexing: dict, image_size: int, crop_pct: float, mean, std, batch_size: int,
-                 num_workers: int = 0, interpolation: str = "bilinear", sampler_indices=None, keep_index: bool = False):
+                 num_workers: int = 0, interpolation: str = "bilinear", sampler_indices=None, keep_index: bool = False,
+                 square: int | None = None):
     """Evaluation batches, in file order, every listed image kept (no drop_remainder); ``sampler_indices``: only
     those images (a data-parallel process's shard, ``distributed.shard_indices``); ``keep_index``: a third column,
-    each image's index into ``labelled_files``."""
-    return image_folder(folder, indexing, eval_transforms(image_size, crop_pct, mean, std, interpolation=interpolation),
+    each image's index into ``labelled_files``; ``square``: images of that side around the centre crop
+    (``eval_transforms``)."""
+    return image_folder(folder, indexing, eval_transforms(image_size, crop_pct, mean, std, interpolation=interpolation,
+                                                          square=square),
                         batch_size, num_workers=num_workers, sampler_indices=sampler_indices, keep_index=keep_index)

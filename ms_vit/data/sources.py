@@ -21,6 +21,9 @@ class TrainingSource(Protocol):
     bad_files: set  # unreadable files skipped in every epoch
     train_where: str  # the training split's folder (named by messages and the batch plan)
 
+    def class_counts(self):
+        """Readable training images per class, in label order (``class_balance``'s weights come from them)."""
+
     def train_data(self, epoch: int, rank: int, world: int, skip: int):
         """Epoch ``epoch``'s training batches of process ``rank`` of ``world``, ``skip`` images in."""
 
@@ -36,9 +39,26 @@ def open_source(data_dir: str, cfg: TrainConfig, log) -> TrainingSource:
     return (CifarSource if cfg.dataset == "cifar10" else FolderSource)(data_dir, cfg, log)
 
 
+def download_folder(url: str) -> str:
+    """Where ``resolve_data_dir`` unpacks dataset_url's archive: dataset/<the archive's name up to its first dot>."""
+    from urllib.parse import urlparse
+
+    return os.path.join("dataset", (os.path.basename(urlparse(url).path) or "download").split(".")[0])
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
 def resolve_data_dir(data_keys, log) -> str:
     """The folder holding train/ and val/: as given, downloaded and unpacked from dataset_url, or generated.
-    ``data_keys``: the run's data keys (``config.DataKeys``)."""
+    ``data_keys``: the run's data keys (``config.DataKeys``).
+
+    A data_dir that is given must exist (a mistyped folder is an error, never a silent download), with two
+    exceptions: demo_data generates it, and a data_dir inside dataset_url's own download folder (a recipe that
+    names where its download lands) is downloaded.
+    """
     from ms_vit.download import fetch, find_split_root, unpack
 
     if data_keys.demo_data:
@@ -52,14 +72,19 @@ def resolve_data_dir(data_keys, log) -> str:
             return root
     if data_keys.data_dir and os.path.isdir(data_keys.data_dir) and os.listdir(data_keys.data_dir):
         return data_keys.data_dir
-    if data_keys.dataset == "cifar10" and not data_keys.dataset_url:
+    url = data_keys.dataset_url
+    if url and data_keys.data_dir and not _inside(data_keys.data_dir, download_folder(url)):
+        if not os.path.exists(data_keys.data_dir):
+            raise ConfigError(f"data folder {data_keys.data_dir} does not exist: correct --data_dir, or leave it out "
+                              f"to download dataset_url into {download_folder(url)}")
+        url = ""  # given and there: an empty folder or a file is reported below, nothing is downloaded
+    if data_keys.dataset == "cifar10" and not url:
         from ms_vit.data.cifar import find_root
 
         return find_root(data_keys.data_dir or "dataset/cifar-10-batches-bin")  # raises the error that says what to get
-    if data_keys.dataset_url:
-        archive = fetch(data_keys.dataset_url, "dataset", data_keys.dataset_sha256, log=log)
-        stem = os.path.basename(archive).split(".")[0]
-        unpacked = unpack(archive, os.path.join("dataset", stem))
+    if url:
+        archive = fetch(url, "dataset", data_keys.dataset_sha256, log=log, key="dataset_sha256")
+        unpacked = unpack(archive, download_folder(url))
         return unpacked if data_keys.dataset == "cifar10" else find_split_root(unpacked)
     if not data_keys.data_dir:
         raise ConfigError("no data: give --data_dir DIR (with train/ and val/), --dataset_url URL, or run "
@@ -80,6 +105,12 @@ class FolderSource:
         self.bad_files = check_images(data_dir, cfg.image_size, cfg.bad_images, log)
         self.n_train = data.count_images(self.train_where, self.train_index) - len(
             [p for p in self.bad_files if p.startswith(self.train_where)])
+
+    def class_counts(self):
+        from ms_vit.data.balance import class_counts
+
+        files, labels = data.labelled_files(self.train_where, self.train_index)
+        return class_counts([y for f, y in zip(files, labels) if f not in self.bad_files], len(self.classes))
 
     def train_data(self, epoch: int, rank: int, world: int, skip: int):
         return data.train_dataset(self.train_where, self.train_index, self.cfg, epoch, rank, world, skip=skip,
@@ -123,6 +154,11 @@ class CifarSource:
         self.n_train = len(self.train_arrays[1])
         cifar.split_files(self.root, "test")
         self.bad_files: set = set()
+
+    def class_counts(self):
+        from ms_vit.data.balance import class_counts
+
+        return class_counts(self.train_arrays[1], len(self.classes))
 
     def train_data(self, epoch: int, rank: int, world: int, skip: int):
         from ms_vit.data import cifar

@@ -36,10 +36,11 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray, prep: dict) -> np.ndarray:
-    """The eval transform of training and eval.py (``data.eval_transforms``), applied to one decoded image."""
+    """The eval transform of training and eval.py (``data.eval_transforms``), applied to one decoded image
+    (``prep["square"]``, when there: the larger square of crops test-time augmentation)."""
     image = rgb
     for op in data.eval_transforms(prep["image_size"], prep["crop_pct"], prep["mean"], prep["std"], decode=False,
-                                   interpolation=prep.get("interpolation", "bilinear")):
+                                   interpolation=prep.get("interpolation", "bilinear"), square=prep.get("square")):
         image = op(image)
     return np.asarray(image, np.float32)
 
@@ -115,17 +116,28 @@ def output_name(path: str, root: str | None, used: set) -> str:
 
 
 def predict_files(net, paths: list[str], labels: list[str], output_dir: str, topk: int = 5, batch_size: int = 8,
-                  attention: bool = False, input_root: str | None = None, log=print) -> dict:
+                  attention: bool = False, input_root: str | None = None, log=print, tta: str = "none",
+                  temperature: float | None = None) -> dict:
     """Predict, annotate and record every readable image of ``paths``; unreadable ones are reported and skipped.
 
-    Writes ``output_dir``/<annotated images>, predictions.json and predictions.csv; returns
-    {"records": [...], "skipped": [(path, reason)], "json": path, "csv": path}.
+    ``tta``: "none", "flip" or "crops" (``evaluate.tta``: the logits of the views are averaged; the attention map,
+    when asked for, is the plain view's). The probabilities are softmax(logits / ``temperature``); default
+    ``net.temperature``, the checkpoint's fitted one (``calibrate``), else 1.
+
+    Writes ``output_dir``/<annotated images>, predictions.json (with the "tta" and "temperature" used) and
+    predictions.csv; returns {"records": [...], "skipped": [(path, reason)], "json": path, "csv": path}.
     """
     import cv2
     import mindspore as ms
 
+    from ms_vit.evaluate import tta as tta_views
+    from ms_vit.evaluate.run import check_temperature
     from ms_vit.models.vit import AttentionOutput
 
+    tta_views.check_mode(tta)
+    temperature = check_temperature(getattr(net, "temperature", 1.0) if temperature is None else temperature)
+    read = tta_views.input_preprocess(net.preprocess, tta)  # crops: the larger square the crops are cut from
+    size = net.preprocess["image_size"]
     os.makedirs(output_dir, exist_ok=True)
     runner = AttentionOutput(net) if attention else net
     k = min(topk, net.config.num_classes)
@@ -141,13 +153,20 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
                 log(f"skipped {err}")
         if not kept:
             continue
-        batch = ms.Tensor(np.stack([preprocess(img, net.preprocess) for img in images]))
+        batch = np.stack([preprocess(img, read) for img in images])
+        heats, maps = [None] * len(kept), []
+
+        def forward(view):
+            if attention and not maps:  # the first view is the plain one: its attention is the one drawn
+                logits, attention_maps = runner(ms.Tensor(view))
+                maps.append(attention_maps.asnumpy().astype(np.float64))
+                return logits
+            return net(ms.Tensor(view))
+
+        logits = tta_views.average_logits(forward, batch, tta, size)
         if attention:
-            logits, maps = runner(batch)
-            heats = attention_rollout(maps.asnumpy().astype(np.float64), net.config.num_prefix_tokens)
-        else:
-            logits, heats = runner(batch), [None] * len(kept)
-        probs = softmax(logits.asnumpy().astype(np.float64))
+            heats = attention_rollout(maps[0], net.config.num_prefix_tokens)
+        probs = softmax(logits / temperature)
         for path, rgb, p, heat in zip(kept, images, probs, heats):
             order = np.argsort(-p)[:k]
             top = [{"index": int(i), "label": labels[i], "probability": float(p[i])} for i in order]
@@ -161,7 +180,7 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
             log(f"{path}: {{{top[0]['index']}: {top[0]['label']!r}}} {top[0]['probability']:.3f}")
     json_path, csv_path = os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "predictions.csv")
     with open(json_path, "w") as handle:
-        json.dump({"topk": k, "predictions": records, "skipped": [{"file": f, "reason": r} for f, r in skipped]},
+        json.dump({"topk": k, "tta": tta, "temperature": temperature, "predictions": records, "skipped": [{"file": f, "reason": r} for f, r in skipped]},
                   handle, indent=2)
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)

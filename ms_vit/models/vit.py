@@ -134,6 +134,8 @@ class PatchEmbedding(nn.Cell):
         self.use_matmul = impl == "matmul"
         self.conv = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, has_bias=True,
                               pad_mode="valid")
+        # An attribute, not ops.matmul: AMP bf16 (ms_vit.train.amp) swaps the GEMMs held as attributes.
+        self.project = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
         if self.use_matmul:
@@ -145,7 +147,7 @@ class PatchEmbedding(nn.Cell):
             x = ops.transpose(x, (0, 2, 4, 1, 3, 5))  # (b, gh, gw, c, p, p): the conv kernel's (c, kh, kw) order
             x = ops.reshape(x, (b * gh * gw, c * p * p))
             kernel = ops.reshape(self.conv.weight.astype(x.dtype), (self.embed_dim, c * p * p))
-            x = ops.matmul(x, kernel.T) + self.conv.bias.astype(x.dtype)
+            x = self.project(x, kernel) + self.conv.bias.astype(x.dtype)
             return ops.reshape(x, (b, gh * gw, self.embed_dim))
         x = self.conv(x)
         b, c, h, w = x.shape
@@ -162,6 +164,7 @@ class Attention(nn.Cell):
         self.scale = self.head_dim ** -0.5
         self.qkv = dense_layer(dim, dim * 3)
         self.scores = ops.BatchMatMul(transpose_b=True)  # q.k^T without a transposed copy of k
+        self.context = ops.BatchMatMul()  # attn.v; an attribute so that AMP bf16 can swap it, as scores
         self.softmax = softmax_cell()
         self.onnx_export = False  # a graph constant: export.py sets it before ms.export(..., "ONNX")
         self.attn_drop = nn.Dropout(p=attention_drop_rate)
@@ -179,7 +182,7 @@ class Attention(nn.Cell):
         # q is scaled before the product: under AMP O2 an unscaled fp16 q.k^T overflows (> 65504) sooner.
         scores = self.scores(q * self.scale, k)
         attn = self.softmax(scores)
-        out = ops.bmm(self.attn_drop(attn), v)
+        out = self.context(self.attn_drop(attn), v)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, n, c))
         return self.out_drop(self.out(out)), attn
 

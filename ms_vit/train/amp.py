@@ -1,22 +1,52 @@
-"""Mixed precision per device: O2 with dynamic loss scaling on Ascend and GPU, O0 on CPU."""
+"""Mixed precision per device: O2 with dynamic loss scaling on Ascend and GPU; on CPU bf16 GEMMs where the CPU has
+bf16 instructions (avx512_bf16, amx_bf16) and the kernel builds, else O0."""
 
 from __future__ import annotations
 
 # MindSpore's own default for DynamicLossScaleManager: start at 2**24, halve on overflow, double after 1000 steps.
 DYNAMIC_SCALE = (2.0 ** 24, 2.0, 1000)
+# The CPU level: the Dense layers, the patch embedding and the attention's batched matmuls run in bf16 with fp32
+# accumulation (ms_vit.kernels); weights, LayerNorm, softmax, the loss and the optimizer stay fp32. bf16 has fp32's
+# range, so no loss scaling.
+BF16 = "bf16"
 
 
-def resolve_amp_level(amp_level: str, device_target: str) -> str:
-    """"auto" becomes O2 on Ascend and GPU and O0 on CPU (fp16 is slower than fp32 on CPU, and MindSpore refuses
-    dynamic loss scaling there)."""
+def resolve_amp_level(amp_level: str, device_target: str, log=None, gate=None) -> str:
+    """"auto" becomes O2 on Ascend and GPU (with dynamic loss scaling); on CPU, bf16 where ``gate`` (default
+    ``ms_vit.kernels.bf16_status``) says the CPU has bf16 instructions and the kernel builds, else O0 (fp16 is
+    slower than fp32 on CPU, and MindSpore refuses dynamic loss scaling there). ``log`` gets the choice and why."""
+    log = log or (lambda *a, **k: None)
+    if amp_level == BF16:
+        from ms_vit.errors import ConfigError
+        from ms_vit.kernels import build, bf16_status
+
+        if device_target != "CPU":
+            raise ConfigError(f"amp_level bf16 runs on CPU only, not {device_target}: use O2 (or auto) there")
+        path, reason = build()
+        if path is None:
+            raise ConfigError(f"amp_level bf16: {reason}; or use amp_level O0")
+        native, why = (gate or bf16_status)()
+        log(f"AMP bf16: {why}" if native else f"AMP bf16 as asked, without the speed: {why}")
+        return BF16
     if amp_level != "auto":
         return amp_level
-    return "O0" if device_target == "CPU" else "O2"
+    if device_target != "CPU":
+        return "O2"
+    if gate is None:
+        from ms_vit.kernels import bf16_status as gate
+    native, why = gate()
+    log(f"AMP auto on CPU: {'bf16' if native else 'O0 (fp32)'} ({why})")
+    return BF16 if native else "O0"
 
 
 def apply_amp(net, amp_level: str):
-    """Cast ``net`` for the AMP level in place. LayerNorm and softmax stay fp32 inside the model's own code."""
-    if amp_level != "O0":
+    """Cast ``net`` for the AMP level in place. LayerNorm and softmax stay fp32 inside the model's own code; under
+    bf16 the GEMMs held as cell attributes (MatMul, BatchMatMul) go onto the bf16 kernel."""
+    if amp_level == BF16:
+        from ms_vit.kernels import use_bf16_matmuls
+
+        use_bf16_matmuls(net)
+    elif amp_level != "O0":
         import mindspore as ms
 
         ms.amp.auto_mixed_precision(net, amp_level)
@@ -25,7 +55,7 @@ def apply_amp(net, amp_level: str):
 
 def loss_scale_cell(amp_level: str, fixed_scale: float):
     """A DynamicLossScaleUpdateCell under fp16 AMP unless a fixed scale is asked for; None means a fixed scale."""
-    if amp_level == "O0" or fixed_scale > 0:
+    if amp_level in ("O0", BF16) or fixed_scale > 0:
         return None
     from mindspore import nn
 

@@ -54,6 +54,14 @@ def cache_key(train_config: dict, model_config: dict, shapes: dict, mindspore_ve
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def entry_script() -> str | None:
+    """The script this process runs (``sys.argv[0]``), or None when there is no such file (``python -c``, a REPL, a
+    pytest-xdist worker): MindSpore's cache parses the entry script for the files a graph depends on and fails
+    without one."""
+    path = sys.argv[0] if sys.argv else ""
+    return path if path and os.path.isfile(path) else None
+
+
 def enable(out_dir: str, key: str) -> tuple[str, bool]:
     """Point MindSpore's compile cache at ``out_dir/compile_cache/<key>`` for the graphs this process compiles from
     now on; returns (folder, whether it already holds graphs of an earlier run)."""

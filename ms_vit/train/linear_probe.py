@@ -83,8 +83,8 @@ class FeatureSource:
     """A data source (``data.sources.FolderSource`` or ``CifarSource``) seen through the cached features of ``net``.
 
     ``train_data`` gives (feature, label) batches in the epoch's sample order (the order the image pipeline would
-    use: ``data.epoch_indices``); ``val_data`` the validation features in file order. Augmentation and mixing do
-    not apply: the features come from the eval transform.
+    use: ``data.epoch_indices``, the weighted draw with ``class_balance: sampler``); ``val_data`` the validation
+    features in file order. Augmentation and mixing do not apply: the features come from the eval transform.
     """
 
     def __init__(self, source, net, cfg, weights_path: str, log):
@@ -129,6 +129,12 @@ class FeatureSource:
             f"cached in {self.path}")
         return arrays
 
+    def class_counts(self) -> np.ndarray:
+        """Training images per class (the cached features' labels), in label order."""
+        from ms_vit.data.balance import class_counts
+
+        return class_counts(self.train_labels, len(self.classes))
+
     def train_data(self, epoch: int, rank: int, world: int, skip: int):
         import mindspore.dataset as ds
 
@@ -136,7 +142,8 @@ class FeatureSource:
         from ms_vit.data.folder import epoch_indices
 
         cfg = self.cfg
-        order = epoch_indices(self.n_train, cfg, epoch, rank, world, where=self.train_where)[skip:]
+        order = epoch_indices(self.n_train, cfg, epoch, rank, world, where=self.train_where,
+                              labels=self.train_labels)[skip:]
         data = ds.NumpySlicesDataset({"image": self.train_features[order], "label": self.train_labels[order]},
                                      shuffle=False)
         return data.batch(batching(cfg.section("data"), world).micro_batch, drop_remainder=cfg.drop_remainder)

@@ -106,6 +106,7 @@ def resolve(cfg: TrainConfig, log=None) -> Plan:
     """Stage 1: device and processes, the data folder, the weights (read once), and the preprocessing."""
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess, resolve_preprocess, source_preprocess
     from ms_vit.checkpoint.read import read_checkpoint
+    from ms_vit.checkpoint.resume import check_output_writable
     from ms_vit.data.sources import resolve_data_dir
     from ms_vit.distributed import init_data_parallel
     from ms_vit.download import fetch
@@ -119,14 +120,16 @@ def resolve(cfg: TrainConfig, log=None) -> Plan:
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes (each process "
                           "gets an equal share)")
+    if rank == 0:
+        check_output_writable(cfg.output_dir)
     data_dir = resolve_data_dir(cfg.section("data"), log)
     weights, origin = resolve_weights(cfg.pretrained, log) if cfg.pretrained else (None, {})
-    weights = fetch(weights, "ckpt", cfg.pretrained_sha256, log=log) if weights else None
+    weights = fetch(weights, "ckpt", cfg.pretrained_sha256, log=log, key="pretrained_sha256") if weights else None
     ckpt = read_checkpoint(weights) if weights else None
     prep, where = resolve_preprocess(cfg.preprocess_overrides(), source_preprocess(ckpt) if ckpt else None)
     log(f"preprocessing: {describe_preprocess(prep)} ({where})")
     return Plan(dataclasses.replace(cfg, **prep), device, rank, world, data_dir,
-                resolve_amp_level(cfg.amp_level, device), weights, ckpt, origin, where)
+                resolve_amp_level(cfg.amp_level, device, log), weights, ckpt, origin, where)
 
 
 def build_model(plan: Plan, classes: list, log):
@@ -176,11 +179,17 @@ def build_trainer(plan: Plan, net, source, log) -> Trainer:
     batches = batching(cfg.section("data"), plan.world, model=net.config, device=plan.device, images=source.n_train,
                        where=source.train_where)
     cfg = dataclasses.replace(cfg, accum_steps=batches.accum_steps)
-    train_cell, _ = build_train_cell(train_net, cfg, len(source.classes), batches.steps_per_epoch, plan.amp_level)
-    if cfg.compile_cache and cfg.mode == "graph":
-        key = compile_cache.cache_key(cfg.graph_values(), net.config.to_dict(),
-                                      {"classes": len(source.classes), "steps_per_epoch": batches.steps_per_epoch,
-                                       "amp": plan.amp_level, "device": plan.device, "processes": plan.world})
+    class_weights = _class_balance(cfg, source, log)
+    train_cell, _ = build_train_cell(train_net, cfg, len(source.classes), batches.steps_per_epoch, plan.amp_level,
+                                     class_weights=class_weights)
+    if cfg.compile_cache and cfg.mode == "graph" and not compile_cache.entry_script():
+        log("compile cache: off (MindSpore's cache reads the entry script, and this process has none, e.g. python -c)")
+    elif cfg.compile_cache and cfg.mode == "graph":
+        shapes = {"classes": len(source.classes), "steps_per_epoch": batches.steps_per_epoch,
+                  "amp": plan.amp_level, "device": plan.device, "processes": plan.world}
+        if class_weights is not None:  # compiled into the loss graph as constants
+            shapes["class_weights"] = [round(float(w), 6) for w in class_weights]
+        key = compile_cache.cache_key(cfg.graph_values(), net.config.to_dict(), shapes)
         folder, warm = compile_cache.enable(cfg.output_dir, key)
         log(f"compile cache: {folder} ({'reusing the graphs an earlier run compiled' if warm else 'new'}; "
             "--compile_cache false turns it off)")
@@ -192,8 +201,10 @@ def build_trainer(plan: Plan, net, source, log) -> Trainer:
     return Trainer(cfg, train_cell, train_net, source, batches, meta)
 
 
-def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: int, amp_level: str):
+def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: int, amp_level: str,
+                     class_weights=None):
     """The engine's training step for ``net`` (already cast for ``amp_level``): (TrainStep, loss function).
+    ``class_weights``: the loss's per-class weights (``class_balance: loss``), or None.
 
     fine_tune and bench/ both call this, so the benchmark times the real step.
     """
@@ -206,7 +217,8 @@ def build_train_cell(net, cfg: TrainConfig, num_classes: int, steps_per_epoch: i
     from ms_vit.train.step import TrainStep
 
     optimizer = create_optimizer(net, cfg.section("optim"), steps_per_epoch)
-    loss_fn = CrossEntropySmooth(smooth_factor=cfg.label_smoothing, num_classes=num_classes)
+    loss_fn = CrossEntropySmooth(smooth_factor=cfg.label_smoothing, num_classes=num_classes,
+                                 class_weights=class_weights)
     ema = EMA(net.trainable_params(), cfg.ema_decay) if cfg.ema_decay > 0 else None
     train_cell = TrainStep(nn.WithLossCell(net, loss_fn), optimizer, loss_scale_cell(amp_level, cfg.loss_scale),
                            fixed_scale=cfg.loss_scale or 1.0, clip_norm=cfg.clip_grad_norm,
@@ -238,7 +250,7 @@ def fit(plan: Plan, trainer: Trainer, net, log):
     state = RunState(cfg.epochs, batches.steps_per_epoch, batches.per_rank_batch * plan.world, lrs,
                      resumed.get("history", []), resumed.get("best_top1", -1.0), accum_steps=cfg.accum_steps)
     state.step_offset, state.last_checkpoint = skip_steps, resumed.get("checkpoint_path", "")
-    state.dynamic_scale = plan.amp_level != "O0" and cfg.loss_scale == 0
+    state.dynamic_scale = plan.amp_level not in ("O0", "bf16") and cfg.loss_scale == 0
     guard = Interruptible(state)
     callbacks = [Progress(state, cfg.log_every, log), guard.callback(),
                  EpochEnd(state, source.val_data(plan.rank, plan.world), trainer.train_cell, net, cfg.output_dir,
@@ -303,6 +315,19 @@ def _linear_probe(net, source, cfg: TrainConfig, weights_path: str, world: int, 
         log(f"finetune_mode linear trains on features of the eval transform: ignoring {', '.join(ignored)}")
     return HeadNet(net), FeatureSource(source, net, cfg, weights_path, log), dataclasses.replace(
         cfg, accum_steps=cfg.accum_steps or 1)
+
+
+def _class_balance(cfg: TrainConfig, source, log):
+    """class_balance: logs what was taken (or a hint for imbalanced classes); returns the loss's class weights with
+    ``loss``, else None (the sampler reads its weights from the labels, ``data.folder.epoch_indices``)."""
+    from ms_vit.data.balance import class_weights, describe
+
+    counts = source.class_counts()
+    weights = class_weights(counts, cfg.class_balance_weights) if cfg.class_balance != "none" else None
+    line = describe(cfg.class_balance, cfg.class_balance_weights, counts, weights)
+    if line:
+        log(line)
+    return weights if cfg.class_balance == "loss" else None
 
 
 def _best_weights(net, finetune_mode: str):

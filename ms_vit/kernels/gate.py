@@ -1,0 +1,180 @@
+"""The bf16 gate and the kernel build: does this CPU run bf16 matmuls natively, where are oneDNN's headers and
+library, and the compiled ``bf16_matmul.so`` (built once per source, flags and oneDNN, into a cache folder).
+
+Every "cannot" comes back as one line naming the cause and the fix, never as an exception from the gate, so
+``amp_level: auto`` stays fp32 on machines without a compiler, without oneDNN or without bf16 instructions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bf16_matmul.cpp")
+# The x86 flags of CPUs whose bf16 dot products oneDNN uses (VDPBF16PS, AMX tiles). Plain AVX-512 only emulates
+# bf16 (slower than its fp32), and AVX2 has no bf16 matmul in oneDNN at all.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# The self-contained oneDNN wheels (they need only the system's libgomp); newer "onednn" wheels pull in Intel's
+# TBB, SVML and SYCL runtimes.
+ONEDNN_WHEELS = ("onednn-cpu-gomp==2023.2.0", "onednn-devel-cpu-gomp==2023.2.0")
+INSTALL_HINT = f"pip install {' '.join(ONEDNN_WHEELS)}"
+CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The flags of the first processor in ``cpuinfo`` (the text of /proc/cpuinfo; read when None)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / Arm spelling
+            return set(value.split())
+    return set()
+
+
+def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
+    """(True, which flag) when the CPU has native bf16 dot products; else (False, why not), one line."""
+    flags = cpu_flags(cpuinfo)
+    found = [flag for flag in BF16_FLAGS if flag in flags]
+    if found:
+        return True, f"CPU has {' and '.join(found)}"
+    if not flags:
+        return False, "CPU flags unreadable (no /proc/cpuinfo): bf16 needs avx512_bf16 or amx_bf16"
+    vector = [flag for flag in ("avx512f", "avx2") if flag in flags]
+    return False, (f"CPU has no avx512_bf16 or amx_bf16 (has {', '.join(vector) or 'neither avx512f nor avx2'}): "
+                   "bf16 matmuls would run no faster than fp32")
+
+
+def _dist_file(dist_name: str, suffix: str) -> str | None:
+    """The installed path of the file of distribution ``dist_name`` whose path ends with ``suffix``."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if str(entry).replace("\\", "/").endswith(suffix):
+            path = os.path.realpath(str(dist.locate_file(entry)))
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def find_onednn() -> tuple[str, str] | str:
+    """(include folder, library folder) of oneDNN 3.x, or the one-line reason it is missing.
+
+    ``MS_VIT_ONEDNN_ROOT`` (a folder with include/ and lib/) wins; otherwise the onednn wheels' files, wherever pip
+    put them (the wheels install into the environment's include/ and lib/, outside site-packages)."""
+    root = os.environ.get("MS_VIT_ONEDNN_ROOT")
+    if root:
+        include, lib = os.path.join(root, "include"), os.path.join(root, "lib")
+        if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+            return f"MS_VIT_ONEDNN_ROOT={root} has no include/oneapi/dnnl/dnnl.hpp: point it at a oneDNN 3.x install"
+        return include, lib
+    header = _dist_file("onednn-devel-cpu-gomp", "include/oneapi/dnnl/dnnl.hpp")
+    library = _dist_file("onednn-cpu-gomp", "libdnnl.so.3") or _dist_file("onednn-devel-cpu-gomp", "libdnnl.so")
+    if header is None or library is None:
+        missing = "headers" if header is None else "library"
+        return f"oneDNN {missing} not found: {INSTALL_HINT}"
+    return os.path.dirname(os.path.dirname(os.path.dirname(header))), os.path.dirname(library)
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("MS_VIT_KERNEL_CACHE") or os.path.join(base, "ms_vit", "kernels")
+
+
+def _link_name(lib: str) -> list[str]:
+    # Link the versioned file by path when the unversioned symlink is missing (some wheel installs lack it).
+    if os.path.exists(os.path.join(lib, "libdnnl.so")):
+        return [f"-L{lib}", "-ldnnl"]
+    return [os.path.join(lib, "libdnnl.so.3")]
+
+
+@functools.lru_cache(maxsize=None)
+def build() -> tuple[str | None, str]:
+    """(path of the compiled .so, "") or (None, the one-line reason it cannot be built). Compiled once per source,
+    flags, compiler and oneDNN location; later calls, and later processes, reuse the cached file."""
+    cxx = compiler()
+    if cxx is None:
+        return None, (f"no C++ compiler ({os.environ.get('CXX', 'g++')} not on PATH): install g++ "
+                      "(e.g. apt-get install g++) or set CXX")
+    found = find_onednn()
+    if isinstance(found, str):
+        return None, found
+    include, lib = found
+    link = [*_link_name(lib), f"-Wl,-rpath,{lib}"]
+    with open(SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read())
+    digest.update("\0".join([cxx, *CXXFLAGS, include, *link, platform.machine()]).encode())
+    folder = os.path.join(cache_root(), digest.hexdigest()[:16])
+    target = os.path.join(folder, "bf16_matmul.so")
+    if os.path.exists(target):
+        return target, ""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        return None, f"kernel cache folder {folder} not writable ({e.strerror}): set MS_VIT_KERNEL_CACHE to another"
+    # Compile to a unique name beside the target and rename: concurrent processes (data workers, ranks) each build
+    # their own and the last rename wins, and no process ever loads a half-written file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        command = [cxx, *CXXFLAGS, f"-I{include}", SOURCE, "-o", tmp, *link]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:200])
+            return None, f"compiling {os.path.basename(SOURCE)} failed ({first.strip()}): check g++ and {INSTALL_HINT}"
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target, ""
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_impl(m: int = 256, k: int = 256, n: int = 256) -> str:
+    """The oneDNN implementation this machine gets for a bf16 matmul, e.g. "brg:avx512_core_bf16", or
+    "gemm:jit:f32 (bf16-rounded fp32 operands)" where oneDNN has no bf16 matmul, then oneDNN's version and runtime;
+    "" when the kernel is not built."""
+    import ctypes
+    import importlib
+
+    path, _ = build()
+    if path is None:
+        return ""
+    # MindSpore ships its own libdnnl.so.3, which the model's kernel resolves to once MindSpore is loaded: load it
+    # first so that the name reported is the one the model gets, not the wheel's.
+    importlib.import_module("mindspore")
+    out = ctypes.create_string_buffer(256)
+    ok = ctypes.CDLL(path).ms_vit_bf16_impl(ctypes.c_int64(m), ctypes.c_int64(k), ctypes.c_int64(n), out, 256)
+    return out.value.decode() if ok else ""
+
+
+def bf16_status(cpuinfo: str | None = None) -> tuple[bool, str]:
+    """The gate of ``amp_level: auto``: (True, what is taken) when the CPU has native bf16 and the kernel builds,
+    else (False, the one-line reason). ``MS_VIT_BF16=0`` in the environment keeps fp32 (the test suite sets it, so
+    that its fp32 figures hold on every CPU; the bf16 tests ask for bf16 explicitly)."""
+    if os.environ.get("MS_VIT_BF16") == "0":
+        return False, "MS_VIT_BF16=0 in the environment keeps fp32"
+    native, why = cpu_bf16(cpuinfo)
+    if not native:
+        return False, why
+    path, reason = build()
+    if path is None:
+        return False, f"{why}, but {reason}"
+    return True, f"{why}; oneDNN bf16 matmul {matmul_impl()}"
