@@ -494,6 +494,24 @@ def main(argv=None) -> None:
     write_summary(summary, args.json)
 
 
+def digits_linear_probe(data_dir: str, pretrained: str, image_size: int, epochs: int, output_dir: str,
+                        **extra) -> tuple[str, float]:
+    """This bench's digits linear probe (its recipe, plus ``extra`` keys) fine-tuned into ``output_dir``: (the
+    best.ckpt, its val top-1). For the benches that start from a fine-tuned digits model."""
+    import glob
+
+    from ms_vit.config import make_train_config
+    from ms_vit.train.run import fine_tune
+
+    values = {**COMMON, **AUGMENT["digits"], **MODES["linear"], "data_dir": data_dir, "pretrained": pretrained,
+              "image_size": image_size, "epochs": epochs, "output_dir": output_dir, **extra}
+    result = fine_tune(make_train_config(values), log=lambda line: print(f"    {line}", flush=True))
+    found = glob.glob(os.path.join(output_dir, "**", "best.ckpt"), recursive=True)
+    if not found:
+        raise RuntimeError(f"no best.ckpt under {output_dir}")
+    return found[0], result.best_top1
+
+
 def write_summary(summary: dict, path: str | None) -> None:
     """Print the figures as one JSON line and, with --json PATH, write them there too."""
     if path:

@@ -24,7 +24,6 @@ here. Prints a Markdown table and one JSON line; --json PATH writes the figures 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -69,17 +68,9 @@ def split_halves(digits: str, target: str) -> str:
 
 
 def train(rt, data_dir: str, pretrained: str, image_size: int, epochs: int, output_dir: str) -> str:
-    from ms_vit.config import make_train_config
-    from ms_vit.train.run import fine_tune
-
-    values = {**rt.COMMON, **rt.AUGMENT["digits"], **rt.MODES["linear"], "data_dir": data_dir,
-              "pretrained": pretrained, "image_size": image_size, "epochs": epochs, "output_dir": output_dir}
-    result = fine_tune(make_train_config(values), log=lambda line: print(f"    {line}", flush=True))
-    found = glob.glob(os.path.join(output_dir, "**", "best.ckpt"), recursive=True)
-    if not found:
-        raise RuntimeError(f"no best.ckpt under {output_dir}")
-    print(f"fine-tuned: val (calibration half) top-1 best {result.best_top1:.4f}", flush=True)
-    return found[0]
+    ckpt, best = rt.digits_linear_probe(data_dir, pretrained, image_size, epochs, output_dir)
+    print(f"fine-tuned: val (calibration half) top-1 best {best:.4f}", flush=True)
+    return ckpt
 
 
 def main(argv=None) -> None:

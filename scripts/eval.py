@@ -4,12 +4,14 @@
     python scripts/eval.py --ckpt outputs/demo/best.ckpt --data_dir dataset/demo/val --tta flip --results_file runs.csv
     python scripts/eval.py --ckpt ckpt/vit_b_16_224.ckpt --data_dir dataset/vit_imagenet_dataset/dataset/val
     python scripts/eval.py --ckpt outputs/demo/best.ckpt --data_dir dataset/demo/val --gallery 24
+    python scripts/eval.py --ckpt outputs/demo/best.ckpt --data_dir dataset/demo/val --precision bf16
     python scripts/eval.py --ckpt outputs/cifar10/best.ckpt --dataset cifar10 --data_dir dataset/cifar-10-binary
 """
 
 import sys
 
 from ms_vit.cli import base_parser, run
+from ms_vit.evaluate.run import PRECISIONS
 from ms_vit.evaluate.tta import MODES
 
 
@@ -26,6 +28,9 @@ def main(argv):
     parser.add_argument("--tta", choices=MODES, default="none",
                         help="test-time augmentation, logits averaged: none; flip (the image and its mirror); crops "
                              "(centre and 4 corner crops of a resize to image_size / min(crop_pct, 0.875))")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: bf16 matmuls on CPUs with avx512_bf16 or amx_bf16, else fp32; bf16: bf16 matmuls "
+                             "with fp32 accumulation (CPU only; numbers within bf16 rounding of fp32); fp32")
     parser.add_argument("--temperature", type=float, default=None,
                         help="divide the logits by this before the loss and ECE (default: the checkpoint's, fitted by "
                              "calibrate.py, else 1; 1 shows the raw logits)")
@@ -55,14 +60,17 @@ def main(argv):
     from ms_vit import set_up
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
     from ms_vit.evaluate.run import (append_results, check_results_file, evaluate, evaluate_cifar,
-                                     load_for_inference, write_report)
+                                     load_for_inference, resolve_precision, write_report)
     from ms_vit.evaluate.tta import describe
 
     if args.results_file:
         check_results_file(args.results_file)
 
+    # Before set_up, so that --precision bf16 with another device is its own one-line error.
+    precision = resolve_precision(args.precision, args.device_target)
     set_up(args.device_target)
-    net = load_for_inference(args.ckpt, args.model)
+    net = load_for_inference(args.ckpt, args.model, precision)
+    print(f"precision: {net.precision} ({net.precision_reason})")
     prep = {**net.preprocess, "crop_pct": args.crop_pct or net.preprocess["crop_pct"]}
     where = net.preprocess_source + ("; crop_pct from --crop_pct" if args.crop_pct else "")
     print(f"preprocessing: {describe_preprocess(prep)} ({where})")

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ms_vit.cli import base_parser, run
+from ms_vit.evaluate.run import PRECISIONS
 from ms_vit.evaluate.tta import MODES
 
 
@@ -27,6 +28,9 @@ def main(argv):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--tta", choices=MODES, default="none",
                         help="test-time augmentation, logits averaged (see eval.py); --attention draws the plain view's")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: bf16 matmuls on CPUs with avx512_bf16 or amx_bf16, else fp32; bf16: bf16 matmuls "
+                             "with fp32 accumulation (CPU only; numbers within bf16 rounding of fp32); fp32")
     parser.add_argument("--temperature", type=float, default=None,
                         help="probabilities are softmax(logits / T) (default: the checkpoint's, else 1)")
     args = parser.parse_args(argv)
@@ -37,14 +41,17 @@ def main(argv):
 
     from ms_vit import set_up
     from ms_vit.checkpoint.pretrained_cfg import describe_preprocess
-    from ms_vit.evaluate.run import load_for_inference
+    from ms_vit.evaluate.run import load_for_inference, resolve_precision
     from ms_vit.evaluate.infer import find_images, predict_files
     from ms_vit.evaluate.tta import describe
     from ms_vit.data.labels import resolve_labels
 
+    # Before set_up, so that --precision bf16 with another device is its own one-line error.
+    precision = resolve_precision(args.precision, args.device_target)
     set_up(args.device_target)
     paths = find_images(args.input)
-    net = load_for_inference(args.ckpt, args.model)
+    net = load_for_inference(args.ckpt, args.model, precision)
+    print(f"precision: {net.precision} ({net.precision_reason})")
     print(f"preprocessing: {describe_preprocess(net.preprocess)} ({net.preprocess_source})")
     temperature = net.temperature if args.temperature is None else args.temperature
     print(f"tta: {describe(args.tta)}; temperature {temperature:.4g}")

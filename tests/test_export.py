@@ -148,6 +148,22 @@ def test_a_dynamic_onnx_export_without_the_onnx_package_is_one_line(tiny_run, tm
     assert not os.listdir(tmp_path)
 
 
+def test_an_erf_model_on_the_gelu_kernel_exports_a_mindir_that_loads(tmp_path, images):
+    from ms_vit.export import export_mindir
+    from ms_vit.models.layers import ErfGELU
+
+    net = ms_vit.create_model(TINY, gelu="erf")
+    net.set_train(False)
+    if not any(isinstance(cell, ErfGELU) for _, cell in net.cells_and_names()):
+        pytest.skip("the erf-GELU kernel cannot be built here: the model already runs MindSpore's GELU")
+    x = images(3)
+    expected = net(ms.Tensor(x)).asnumpy()
+    graph = ms.nn.GraphCell(ms.load(export_mindir(net, str(tmp_path / "erf.mindir"))))
+    for batch in (1, 3):
+        np.testing.assert_allclose(graph(ms.Tensor(x[:batch])).asnumpy(), expected[:batch], atol=1e-5)
+    assert not any(isinstance(cell, ErfGELU) for _, cell in net.cells_and_names())
+
+
 def test_the_forward_keeps_unstack_outside_onnx_export():
     """Slicing q, k, v (what ONNX export needs) is 1.5x slower on CPU than Unstack: only export switches it on."""
     net = ms_vit.create_model(TINY)

@@ -124,14 +124,15 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
     when asked for, is the plain view's). The probabilities are softmax(logits / ``temperature``); default
     ``net.temperature``, the checkpoint's fitted one (``calibrate``), else 1.
 
-    Writes ``output_dir``/<annotated images>, predictions.json (with the "tta" and "temperature" used) and
-    predictions.csv; returns {"records": [...], "skipped": [(path, reason)], "json": path, "csv": path}.
+    Writes ``output_dir``/<annotated images>, predictions.json (with the "tta", "temperature" and "precision"
+    used, and why that precision) and predictions.csv; returns {"records": [...], "skipped": [(path, reason)],
+    "json": path, "csv": path}.
     """
     import cv2
     import mindspore as ms
 
     from ms_vit.evaluate import tta as tta_views
-    from ms_vit.evaluate.run import check_temperature
+    from ms_vit.evaluate.run import check_temperature, precision_of
     from ms_vit.models.vit import AttentionOutput
 
     tta_views.check_mode(tta)
@@ -180,8 +181,8 @@ def predict_files(net, paths: list[str], labels: list[str], output_dir: str, top
             log(f"{path}: {{{top[0]['index']}: {top[0]['label']!r}}} {top[0]['probability']:.3f}")
     json_path, csv_path = os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "predictions.csv")
     with open(json_path, "w") as handle:
-        json.dump({"topk": k, "tta": tta, "temperature": temperature, "predictions": records, "skipped": [{"file": f, "reason": r} for f, r in skipped]},
-                  handle, indent=2)
+        json.dump({"topk": k, "tta": tta, "temperature": temperature, **precision_of(net), "predictions": records,
+                   "skipped": [{"file": f, "reason": r} for f, r in skipped]}, handle, indent=2)
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "annotated"] + [f"{c}_{i + 1}" for i in range(k) for c in ("index", "label", "prob")])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,12 +18,62 @@ from ms_vit.errors import ConfigError
 from ms_vit.data.labels import folder_indexing, resolve_labels
 
 
-def load_for_inference(ckpt: str, model: str | None = None):
+# --precision of eval.py and infer.py: auto takes bf16 where the CPU has bf16 instructions (ms_vit.kernels'
+# gate, as amp_level auto does for training), else fp32.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class Precision(NamedTuple):
+    """The precision inference runs in ("fp32" or "bf16") and why, one line."""
+    name: str
+    reason: str
+
+
+def resolve_precision(precision: str, device_target: str | None = None, gate=None) -> Precision:
+    """``--precision`` for a device (default: MindSpore's current one), by ``train.amp.resolve_amp_level``'s rules:
+    bf16 runs on CPU only and needs the kernel built (else a one-line ConfigError naming the flag and the fix); it
+    is taken without native bf16 instructions when asked for (the numbers are bf16's, the speed is not); auto
+    takes bf16 where ``gate`` (default ``ms_vit.kernels.bf16_status``) says the CPU has it, else fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return Precision("fp32", "--precision fp32")
+    if device_target is None:
+        import mindspore as ms
+
+        device_target = ms.get_context("device_target")
+    if precision == "bf16":
+        from ms_vit.kernels import build
+
+        if device_target != "CPU":
+            raise ConfigError(f"--precision bf16 runs on CPU only, not {device_target}: use --precision fp32 "
+                              "(or auto) there")
+        path, reason = build()
+        if path is None:
+            raise ConfigError(f"--precision bf16: {reason}; or use --precision fp32")
+    if gate is None:
+        from ms_vit.kernels import bf16_status as gate
+    if precision == "bf16":
+        native, why = gate()
+        return Precision("bf16", f"--precision bf16: {why}" if native else
+                         f"--precision bf16 as asked, without the speed: {why}")
+    if device_target != "CPU":
+        # The bf16 kernel is a CPU one; Ascend and GPU inference stays as the checkpoint's weights are.
+        return Precision("fp32", f"--precision auto on {device_target}: fp32 (the bf16 kernel is for CPUs)")
+    native, why = gate()
+    return Precision("bf16" if native else "fp32", f"--precision auto on CPU: {'bf16' if native else 'fp32'} ({why})")
+
+
+def load_for_inference(ckpt: str, model: str | None = None, precision: str | Precision = "fp32"):
     """The network a checkpoint holds, in eval mode, with ``net.class_names`` (None when the checkpoint has none)
     and ``net.preprocess`` (image_size, mean, std, interpolation, crop_pct): what its metadata says, and for a file
     from elsewhere its source's preprocessing (``checkpoint.pretrained_cfg``); ``net.preprocess_source`` says
     where that came from; ``net.temperature``: the temperature fitted by calibrate.py (its metadata's
-    "temperature"), 1.0 when it has none."""
+    "temperature"), 1.0 when it has none.
+
+    ``precision``: "fp32", "bf16" or "auto" (``resolve_precision`` for MindSpore's current device), or a
+    ``Precision`` already resolved; under bf16 the network's GEMMs go onto the bf16 kernel (``use_bf16_matmuls``).
+    ``net.precision`` and ``net.precision_reason`` say what was taken and why."""
     from ms_vit.checkpoint.pretrained_cfg import resolve_preprocess
     from ms_vit.evaluate.calibrate import stored_temperature
     from ms_vit.models.factory import from_pretrained
@@ -37,7 +88,19 @@ def load_for_inference(ckpt: str, model: str | None = None):
     prep, net.preprocess_source = resolve_preprocess({}, (net.pretrained_cfg, net.pretrained_cfg_source))
     net.preprocess = {"image_size": net.config.image_size, **prep}
     net.temperature = stored_temperature(net.load_report.meta, ckpt)
+    taken = precision if isinstance(precision, Precision) else resolve_precision(precision)
+    if taken.name == "bf16":
+        from ms_vit.kernels import use_bf16_matmuls
+
+        use_bf16_matmuls(net)
+    net.precision, net.precision_reason = taken
     return net
+
+
+def precision_of(net) -> dict:
+    """The report keys of the precision ``net`` runs in (fp32 for a network not from ``load_for_inference``)."""
+    return {"precision": getattr(net, "precision", "fp32"),
+            "precision_reason": getattr(net, "precision_reason", "fp32 weights, no --precision")}
 
 
 def folder_logits(net, folder: str, batch_size: int = 16, crop_pct: float | None = None, num_workers: int = 0,
@@ -101,6 +164,7 @@ def evaluate(net, folder: str, batch_size: int = 16, crop_pct: float | None = No
     names = resolve_labels(net.config.num_classes, net.class_names)
     report = summarize(logits, labels, indexing, names, found["seconds"], found["preprocess"], tta, temperature)
     report["skipped"] = data.count_images(folder, indexing) - report["num_images"]
+    report.update(precision_of(net))
     if gallery:
         from ms_vit.evaluate.gallery import worst_predictions
 
@@ -150,6 +214,7 @@ def evaluate_cifar(net, data_dir: str, batch_size: int = 16, num_workers: int = 
                        {name: i for i, name in enumerate(names)}, names, time.perf_counter() - start, prep, tta,
                        temperature)
     report["skipped"] = 0
+    report.update(precision_of(net))
     return report
 
 

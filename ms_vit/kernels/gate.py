@@ -105,24 +105,19 @@ def _link_name(lib: str) -> list[str]:
     return [os.path.join(lib, "libdnnl.so.3")]
 
 
-@functools.lru_cache(maxsize=None)
-def build() -> tuple[str | None, str]:
-    """(path of the compiled .so, "") or (None, the one-line reason it cannot be built). Compiled once per source,
-    flags, compiler and oneDNN location; later calls, and later processes, reuse the cached file."""
+def compile_library(source: str, name: str, flags, args=(), depends=(), fix: str = "") -> tuple[str | None, str]:
+    """Compile ``source`` with ``flags`` (and ``args`` after it: include and link options) into
+    ``<cache>/<hash>/<name>``, once per source, flags, args, compiler, machine and ``depends`` (what else the build
+    depends on, e.g. the CPU's flags under -march=native); (path, "") or (None, the one-line reason, then ``fix``)."""
     cxx = compiler()
     if cxx is None:
         return None, (f"no C++ compiler ({os.environ.get('CXX', 'g++')} not on PATH): install g++ "
                       "(e.g. apt-get install g++) or set CXX")
-    found = find_onednn()
-    if isinstance(found, str):
-        return None, found
-    include, lib = found
-    link = [*_link_name(lib), f"-Wl,-rpath,{lib}"]
-    with open(SOURCE, "rb") as f:
+    with open(source, "rb") as f:
         digest = hashlib.sha256(f.read())
-    digest.update("\0".join([cxx, *CXXFLAGS, include, *link, platform.machine()]).encode())
+    digest.update("\0".join([cxx, *flags, *args, *depends, platform.machine()]).encode())
     folder = os.path.join(cache_root(), digest.hexdigest()[:16])
-    target = os.path.join(folder, "bf16_matmul.so")
+    target = os.path.join(folder, name)
     if os.path.exists(target):
         return target, ""
     try:
@@ -134,16 +129,29 @@ def build() -> tuple[str | None, str]:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
-        command = [cxx, *CXXFLAGS, f"-I{include}", SOURCE, "-o", tmp, *link]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        proc = subprocess.run([cxx, *flags, source, "-o", tmp, *args], capture_output=True, text=True)
         if proc.returncode != 0:
             first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:200])
-            return None, f"compiling {os.path.basename(SOURCE)} failed ({first.strip()}): check g++ and {INSTALL_HINT}"
+            return None, f"compiling {os.path.basename(source)} failed ({first.strip()})" + (f": {fix}" if fix else "")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return target, ""
+
+
+@functools.lru_cache(maxsize=None)
+def build() -> tuple[str | None, str]:
+    """(path of the compiled .so, "") or (None, the one-line reason it cannot be built). Compiled once per source,
+    flags, compiler and oneDNN location; later calls, and later processes, reuse the cached file."""
+    if compiler() is None:
+        return compile_library(SOURCE, "bf16_matmul.so", CXXFLAGS, [])
+    found = find_onednn()
+    if isinstance(found, str):
+        return None, found
+    include, lib = found
+    return compile_library(SOURCE, "bf16_matmul.so", CXXFLAGS, args=[f"-I{include}", *_link_name(lib), f"-Wl,-rpath,{lib}"],
+                           fix=f"check g++ and {INSTALL_HINT}")
 
 
 @functools.lru_cache(maxsize=None)

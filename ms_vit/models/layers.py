@@ -125,12 +125,36 @@ class SigmoidGELU(nn.Cell):
         return (dout * (s * (1.0 + x * (1.0 - s) * (self.a + 3.0 * self.b * x2))),)
 
 
+class ErfGELU(nn.Cell):
+    """The exact GELU, x Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2, on the C++ kernel of
+    ``ms_vit/kernels/gelu_erf.cpp``: MindSpore's CPU erf is slow, and its GELU keeps intermediates for backward.
+
+    The backward recomputes from x in one pass, dout (Phi + x phi), instead of keeping (B, T, mlp_dim)
+    intermediates, as ``SigmoidGELU`` does. Inputs other than fp32 (AMP's fp16) go through fp32.
+    """
+
+    def __init__(self, ops_pair):
+        super().__init__()
+        self.forward, self.grad = ops_pair
+
+    def construct(self, x):
+        return self.forward(x.astype(ms.float32)).astype(x.dtype)
+
+    def bprop(self, x, out, dout):
+        return (self.grad(x.astype(ms.float32), dout.astype(ms.float32)).astype(x.dtype),)
+
+
 def gelu_cell(form: str, impl: str) -> nn.Cell:
-    """The GELU of ``form`` ("tanh" or "erf"); ``impl`` "auto" takes the elementwise tanh form on CPU."""
+    """The GELU of ``form`` ("tanh" or "erf"); ``impl`` "auto" takes the elementwise forms on CPU: ``SigmoidGELU``
+    for tanh, ``ErfGELU`` for erf where its kernel builds (else MindSpore's kernel, which needs no compiler)."""
     if impl == "auto":
         impl = "elementwise" if ms.get_context("device_target") == "CPU" else "kernel"
     if form == "tanh" and impl == "elementwise":
         return SigmoidGELU()
-    return nn.GELU(approximate=form == "tanh")  # exact erf: MindSpore's kernel (no faster exact form found, bench/NOTES.md)
+    if form == "erf" and impl == "elementwise":
+        from ms_vit.kernels.gelu import gelu_erf_ops
 
-
+        pair = gelu_erf_ops()
+        if pair is not None:
+            return ErfGELU(pair)
+    return nn.GELU(approximate=form == "tanh")

@@ -1,0 +1,50 @@
+"""The exact (erf) GELU as MindSpore aot ops over ``gelu_erf.cpp``: forward and gradient, one pass over memory
+each, built with the machine's C++ compiler into the kernel cache on first use.
+
+``gelu_erf_ops()`` gives (forward op, gradient op), or None when the kernel cannot be built (no compiler, a failed
+compile, an unwritable cache): the model then keeps MindSpore's GELU kernel. Needs no oneDNN, unlike the bf16
+kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from ms_vit.kernels.gate import compile_library, cpu_flags
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gelu_erf.cpp")
+# -fno-trapping-math lets GCC turn the clamps and the sign choice into vector selects; without it the loops stay
+# scalar. -march=native gives them the CPU's widest vectors (GCC's target_clones left the AVX2 clone scalar), so
+# the cache key holds the CPU's flags: a home folder shared by different machines keeps one build per CPU kind.
+CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-trapping-math", "-march=native")
+
+
+@functools.lru_cache(maxsize=None)
+def build() -> tuple[str | None, str]:
+    """(path of the compiled .so, "") or (None, the one-line reason it cannot be built); compiled once per source,
+    flags, compiler and CPU flags (-march=native), into the same cache as the bf16 kernel."""
+    return compile_library(SOURCE, "gelu_erf.so", CXXFLAGS, depends=sorted(cpu_flags()))
+
+
+def _same_shape(x, *_):
+    return x
+
+
+def _same_dtype(x, *_):
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def gelu_erf_ops():
+    """(forward, gradient) MindSpore primitives: x -> x Phi(x) and (x, dy) -> dy (Phi(x) + x phi(x)), float32;
+    None when the kernel is unavailable."""
+    path, _ = build()
+    if path is None:
+        return None
+    from mindspore import ops
+
+    forward = ops.Custom(f"{path}:ms_vit_gelu_erf", out_shape=_same_shape, out_dtype=_same_dtype, func_type="aot")
+    grad = ops.Custom(f"{path}:ms_vit_gelu_erf_grad", out_shape=_same_shape, out_dtype=_same_dtype,
+                      func_type="aot")
+    return forward, grad
