@@ -238,7 +238,7 @@ def test_a_bf16_fine_tune_trains_and_says_what_it_took(kernel, tiny_run, tmp_pat
     assert np.isfinite([float(r["train_loss"]) for r in rows]).all()
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     native, why = kbuild.cpu_bf16()
-    assert any(line == (f"AMP bf16: {why}" if native else f"AMP bf16 as asked, without the speed: {why}")
+    assert any(line == (f"AMP bf16: {why}" if native else f"AMP bf16: as asked, without the speed: {why}")
                for line in lines), lines
     held = [value for _, cell in result.net.cells_and_names() for value in vars(cell).values()
             if isinstance(value, (ops.MatMul, ops.BatchMatMul, ops.Custom))]

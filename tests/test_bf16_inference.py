@@ -107,14 +107,14 @@ def test_resolve_precision_follows_amp_levels_rules(monkeypatch):
     def unbuilt():
         return None, "no C++ compiler (g++ not on PATH): install g++ (e.g. apt-get install g++) or set CXX"
 
-    monkeypatch.setattr(ms_vit.kernels, "build", unbuilt)
+    monkeypatch.setattr(ms_vit.kernels.gate, "build", unbuilt)
     with pytest.raises(ms_vit.ConfigError, match=r"^--precision bf16: no C\+\+ compiler .*; or use --precision "
                                                  r"fp32$"):
         resolve_precision("bf16", "CPU", gate=yes)
     monkeypatch.undo()
     kernel_or_skip()
     taken = resolve_precision("bf16", "CPU", gate=no)
-    assert taken.name == "bf16" and taken.reason == ("--precision bf16 as asked, without the speed: CPU has no "
+    assert taken.name == "bf16" and taken.reason == ("--precision bf16: as asked, without the speed: CPU has no "
                                                      "avx512_bf16 or amx_bf16")
     with pytest.raises(ms_vit.ConfigError, match="--precision must be one of auto, fp32, bf16"):
         resolve_precision("fp16", "CPU")

@@ -110,6 +110,8 @@ def _model_names(meta: dict, cache: dict) -> list | None:
 def _merge_lora(params: dict, meta: dict, path: str) -> dict:
     """``params`` with every ``X.lora_a``/``X.lora_b`` pair merged into ``X.weight`` (W + alpha / r * B A, in
     float64) and the adapters dropped, as ``train.lora.merged_parameters`` writes best.ckpt."""
+    from ms_vit.train.lora import merge_weight
+
     adapters = sorted(name[: -len(".lora_a")] for name in params if name.endswith(".lora_a"))
     if not adapters:
         return params
@@ -121,7 +123,7 @@ def _merge_lora(params: dict, meta: dict, path: str) -> dict:
     for layer in adapters:
         a, b = params[f"{layer}.lora_a"], params[f"{layer}.lora_b"]
         weight = params[f"{layer}.weight"]
-        merged = weight.astype(np.float64) + alpha / a.shape[0] * (b.astype(np.float64) @ a.astype(np.float64))
+        merged = merge_weight(weight.astype(np.float64), a.astype(np.float64), b.astype(np.float64), alpha / a.shape[0])
         out[f"{layer}.weight"] = merged.astype(weight.dtype)
         del out[f"{layer}.lora_a"], out[f"{layer}.lora_b"]
     return out

@@ -30,38 +30,24 @@ class Precision(NamedTuple):
 
 
 def resolve_precision(precision: str, device_target: str | None = None, gate=None) -> Precision:
-    """``--precision`` for a device (default: MindSpore's current one), by ``train.amp.resolve_amp_level``'s rules:
-    bf16 runs on CPU only and needs the kernel built (else a one-line ConfigError naming the flag and the fix); it
-    is taken without native bf16 instructions when asked for (the numbers are bf16's, the speed is not); auto
-    takes bf16 where ``gate`` (default ``ms_vit.kernels.bf16_status``) says the CPU has it, else fp32."""
+    """``--precision`` for a device (default: MindSpore's current one), by the rule training's amp_level follows
+    (``ms_vit.kernels.choose_bf16``)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return Precision("fp32", "--precision fp32")
+    from ms_vit.kernels import choose_bf16
+
     if device_target is None:
         import mindspore as ms
 
         device_target = ms.get_context("device_target")
+    take, why = choose_bf16(precision, device_target, "--precision", "use --precision fp32 (or auto) there",
+                            "or use --precision fp32", gate)
     if precision == "bf16":
-        from ms_vit.kernels import build
-
-        if device_target != "CPU":
-            raise ConfigError(f"--precision bf16 runs on CPU only, not {device_target}: use --precision fp32 "
-                              "(or auto) there")
-        path, reason = build()
-        if path is None:
-            raise ConfigError(f"--precision bf16: {reason}; or use --precision fp32")
-    if gate is None:
-        from ms_vit.kernels import bf16_status as gate
-    if precision == "bf16":
-        native, why = gate()
-        return Precision("bf16", f"--precision bf16: {why}" if native else
-                         f"--precision bf16 as asked, without the speed: {why}")
-    if device_target != "CPU":
-        # The bf16 kernel is a CPU one; Ascend and GPU inference stays as the checkpoint's weights are.
-        return Precision("fp32", f"--precision auto on {device_target}: fp32 (the bf16 kernel is for CPUs)")
-    native, why = gate()
-    return Precision("bf16" if native else "fp32", f"--precision auto on CPU: {'bf16' if native else 'fp32'} ({why})")
+        return Precision("bf16", f"--precision bf16: {why}")
+    return Precision("bf16" if take else "fp32", f"--precision auto on {device_target}: {'bf16' if take else 'fp32'} "
+                                                  f"({why})")
 
 
 def load_for_inference(ckpt: str, model: str | None = None, precision: str | Precision = "fp32"):

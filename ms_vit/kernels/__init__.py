@@ -5,9 +5,9 @@
 does not import MindSpore (the benchmark's parent process asks it).
 """
 
-from ms_vit.kernels.gate import bf16_status, build, cpu_bf16, matmul_impl
+from ms_vit.kernels.gate import bf16_status, build, choose_bf16, cpu_bf16, matmul_impl
 
-__all__ = ["bf16_matmul_op", "bf16_status", "build", "cpu_bf16", "matmul_impl", "use_bf16_matmuls"]
+__all__ = ["bf16_matmul_op", "bf16_status", "build", "choose_bf16", "cpu_bf16", "matmul_impl", "use_bf16_matmuls"]
 
 
 def __getattr__(name):

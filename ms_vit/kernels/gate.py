@@ -154,6 +154,28 @@ def build() -> tuple[str | None, str]:
                            fix=f"check g++ and {INSTALL_HINT}")
 
 
+def choose_bf16(request: str, device_target: str, flag: str, off_cpu_fix: str, no_kernel_fix: str,
+                gate=None) -> tuple[bool, str]:
+    """The one rule behind ``amp_level`` (training) and ``--precision`` (eval, infer): (whether the GEMMs go bf16,
+    why). ``request`` "bf16" runs on CPU only and needs the kernel built (else a one-line ConfigError naming ``flag``
+    and the fix), and is taken without bf16 instructions too (bf16's numbers at fp32's speed); "auto" takes bf16
+    where ``gate`` (default ``bf16_status``) says the CPU has it and the kernel builds."""
+    gate = gate or bf16_status
+    if request == "bf16":
+        from ms_vit.errors import ConfigError
+
+        if device_target != "CPU":
+            raise ConfigError(f"{flag} bf16 runs on CPU only, not {device_target}: {off_cpu_fix}")
+        path, reason = build()
+        if path is None:
+            raise ConfigError(f"{flag} bf16: {reason}; {no_kernel_fix}")
+        native, why = gate()
+        return True, why if native else f"as asked, without the speed: {why}"
+    if device_target != "CPU":
+        return False, "the bf16 kernel is for CPUs"
+    return gate()
+
+
 @functools.lru_cache(maxsize=None)
 def matmul_impl(m: int = 256, k: int = 256, n: int = 256) -> str:
     """The oneDNN implementation this machine gets for a bf16 matmul, e.g. "brg:avx512_core_bf16", or

@@ -15,28 +15,20 @@ def resolve_amp_level(amp_level: str, device_target: str, log=None, gate=None) -
     """"auto" becomes O2 on Ascend and GPU (with dynamic loss scaling); on CPU, bf16 where ``gate`` (default
     ``ms_vit.kernels.bf16_status``) says the CPU has bf16 instructions and the kernel builds, else O0 (fp16 is
     slower than fp32 on CPU, and MindSpore refuses dynamic loss scaling there). ``log`` gets the choice and why."""
+    from ms_vit.kernels import choose_bf16
+
     log = log or (lambda *a, **k: None)
     if amp_level == BF16:
-        from ms_vit.errors import ConfigError
-        from ms_vit.kernels import build, bf16_status
-
-        if device_target != "CPU":
-            raise ConfigError(f"amp_level bf16 runs on CPU only, not {device_target}: use O2 (or auto) there")
-        path, reason = build()
-        if path is None:
-            raise ConfigError(f"amp_level bf16: {reason}; or use amp_level O0")
-        native, why = (gate or bf16_status)()
-        log(f"AMP bf16: {why}" if native else f"AMP bf16 as asked, without the speed: {why}")
+        _, why = choose_bf16(BF16, device_target, "amp_level", "use O2 (or auto) there", "or use amp_level O0", gate)
+        log(f"AMP bf16: {why}")
         return BF16
     if amp_level != "auto":
         return amp_level
     if device_target != "CPU":
         return "O2"
-    if gate is None:
-        from ms_vit.kernels import bf16_status as gate
-    native, why = gate()
-    log(f"AMP auto on CPU: {'bf16' if native else 'O0 (fp32)'} ({why})")
-    return BF16 if native else "O0"
+    take, why = choose_bf16("auto", device_target, "amp_level", "", "", gate)
+    log(f"AMP auto on CPU: {'bf16' if take else 'O0 (fp32)'} ({why})")
+    return BF16 if take else "O0"
 
 
 def apply_amp(net, amp_level: str):

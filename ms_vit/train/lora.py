@@ -52,7 +52,12 @@ class LoRADense(nn.Dense):
 
     def merged_weight(self) -> np.ndarray:
         """W + (alpha / r) B A, the plain Dense weight that gives this layer's output without the adapter."""
-        return self.weight.asnumpy() + self.scaling * (self.lora_b.asnumpy() @ self.lora_a.asnumpy())
+        return merge_weight(self.weight.asnumpy(), self.lora_a.asnumpy(), self.lora_b.asnumpy(), self.scaling)
+
+
+def merge_weight(weight, lora_a, lora_b, scaling: float):
+    """W + scaling B A (scaling = alpha / rank): the plain weight equal to a Dense layer with its adapter."""
+    return weight + scaling * (lora_b @ lora_a)
 
 
 def check_options(rank: int, alpha: float, dropout: float, targets) -> tuple:
