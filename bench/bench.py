@@ -243,7 +243,7 @@ def ms_step(kind: str, batch: int, gelu: str = "tanh", model: str = "vit_b_16", 
     cfg = make_train_config({"model": model, "batch_size": batch, "optimizer": "adam", "lr": 5e-5,
                              "accum_steps": accum, **MODES[kind]})
     apply_mode(net, cfg)
-    plan = batching(cfg, model=net.config, device=device)
+    plan = batching(cfg, model=net.config, device=device, amp_level=amp)
     cfg = dataclasses.replace(cfg, accum_steps=plan.accum_steps)
     # The schedule is long enough for any number of timed or profiled steps.
     cell, _ = build_train_cell(net, cfg, net.config.num_classes, steps_per_epoch=1000, amp_level=amp)

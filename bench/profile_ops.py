@@ -1,6 +1,6 @@
 """Where the time goes, per op: MindSpore's CPU profiler on the ViT-B/16 forward and the engine's training step.
 
-    python bench/profile_ops.py [--cases infer_b16 train_b16] [--steps 2] [--model vit_b_16]
+    python bench/profile_ops.py [--cases infer_b16 train_b16] [--steps 2] [--model vit_b_16] [--amp O0|bf16]
 
 Builds the same calls bench/bench.py times (``bench.ms_step``), runs one untimed call (compilation), then profiles
 ``--steps`` calls with ``mindspore.Profiler`` and groups the host kernels' times (``cpu_op_detail_info_0.csv``) into
@@ -36,7 +36,7 @@ def category(op_type: str, full_name: str) -> str:
         return "softmax"
     if "layernorm" in scope or op_type.startswith("LayerNorm"):
         return "LayerNorm"
-    if op_type == "MatMul":
+    if op_type == "MatMul" or op_type.startswith("Custom"):  # Custom: the bf16 kernel (GELU's is caught above)
         return "GEMM (MatMul)"
     if op_type.startswith("BatchMatMul"):
         return "attention batched matmul"
@@ -90,11 +90,12 @@ def main():
                         help="KIND_bBATCH with KIND infer, train, trainwhole, trainfrozen8, trainlora8 or extract")
     parser.add_argument("--steps", type=int, default=2, help="profiled calls per case")
     parser.add_argument("--model", default="vit_b_16")
+    parser.add_argument("--amp", default="O0", choices=("O0", "bf16"), help="fp32, or the engine's bf16 GEMMs")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one case per process, as bench.py: a profiler and a graph per process
         kind, batch = args.child.split("_")
-        step, extra = ms_step(kind, int(batch[1:]), model=args.model)
+        step, extra = ms_step(kind, int(batch[1:]), model=args.model, amp=args.amp)
         step()
         start = time.perf_counter()
         step()
@@ -107,12 +108,13 @@ def main():
     import subprocess
 
     model, flags = cpu_description()
-    print(f"machine: {model}, {os.cpu_count()} cores, flags {' '.join(flags)}; {args.model}; MindSpore CPU profiler, "
+    print(f"machine: {model}, {os.cpu_count()} cores, flags {' '.join(flags)}; {args.model}, amp {args.amp}; "
+          "MindSpore CPU profiler, "
           f"{args.steps} profiled calls per case\n")
     results = []
     for case in args.cases:
         proc = subprocess.run([sys.executable, __file__, "--child", case, "--steps", str(args.steps), "--model",
-                               args.model], capture_output=True, text=True)
+                               args.model, "--amp", args.amp], capture_output=True, text=True)
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
         if line is None:
             print(f"{case}: failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})", file=sys.stderr)

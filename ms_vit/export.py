@@ -41,19 +41,6 @@ def set_onnx_mode(net, on: bool = True) -> None:
             cell.onnx_export = on
 
 
-def use_portable_ops(net) -> None:
-    """Put MindSpore's own GELU back where the model runs ms_vit's compiled erf-GELU kernel (``ErfGELU``): an exported
-    graph must load where that kernel's .so does not exist, and MindSpore cannot load a MindIR holding it."""
-    from mindspore import nn
-
-    from ms_vit.models.layers import ErfGELU
-
-    for _, cell in list(net.cells_and_names()):
-        for name, child in list(cell.name_cells().items()):
-            if isinstance(child, ErfGELU):
-                setattr(cell, name, nn.GELU(approximate=False))
-
-
 def _sample(net, batch):
     import mindspore as ms
 
@@ -68,6 +55,8 @@ def _ms_export(net, batch, stem: str, file_format: str) -> str:
     import mindspore as ms
 
     suffix = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}[file_format]
+    from ms_vit.models.layers import use_portable_ops
+
     use_portable_ops(net)
     try:
         ms.export(net, _sample(net, batch), file_name=stem, file_format=file_format)

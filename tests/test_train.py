@@ -184,6 +184,7 @@ def test_auto_accumulation_sizes_micro_batches_to_the_model_on_cpu():
         fewer = [k for k in range(1, steps) if batch % k == 0]
         assert all(batch // k * training_activation_bytes(cfg) > CPU_MICRO_BATCH_BYTES for k in fewer)
     assert auto_accum_steps(base, 16, "CPU") == 8  # micro-batches of 2
+    assert auto_accum_steps(base, 16, "CPU", "bf16") == 4  # the fused bf16 kernels keep less: micro-batches of 4
     assert auto_accum_steps(base, 16, "GPU") == auto_accum_steps(base, 16, "Ascend") == 1
     assert auto_accum_steps(ViTConfig(**PRESETS["vit_l_16"]), 16, "CPU") == 16  # over budget even alone: 1 image
     assert auto_accum_steps(ViTConfig(**PRESETS["vit_tiny_test"]), 16, "CPU") == 1

@@ -46,11 +46,13 @@ class ViTConfig:
             position embedding is added; they have no position and never reach the head.
         patch_impl: "matmul" (patches reshaped and multiplied by the conv kernel: same weights, same result, and
             MindSpore's CPU back-end runs a MatMul far faster than a strided Conv2d) or "conv" (the tutorial's Conv2d).
-        gelu_impl: how the tanh-form GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (the same function as
-            x * sigmoid(2c(x + 0.044715 x^3)), within 1e-6, faster on CPU), or "auto" (elementwise on CPU).
-        norm_impl: the LayerNorm backward: "kernel" (MindSpore's LayerNormGrad), "gemv" (written out, every sum a
-            matrix-vector product: faster on CPU, at the cost of more memory), or "auto" (gemv on CPU). The forward
-            is MindSpore's kernel either way. bench/NOTES.md has the measurements behind each choice.
+        gelu_impl: how the GELU runs: "kernel" (MindSpore's nn.GELU), "elementwise" (on CPU the compiled one-pass
+            kernels of ms_vit/kernels/gelu_erf.cpp where g++ builds them, else x * sigmoid(2c(x + 0.044715 x^3)) for
+            the tanh form, within 1e-6), or "auto" (elementwise on CPU).
+        norm_impl: the LayerNorm: "kernel" (MindSpore's LayerNorm and LayerNormGrad), "gemv" (MindSpore's forward,
+            the backward written out with every sum a matrix-vector product: faster on CPU, more memory), or "auto"
+            (on CPU ms_vit's C++ forward and backward, ms_vit/kernels/layer_norm.cpp, one pass over each row, where
+            a compiler builds it, else gemv; the kernel elsewhere). bench/NOTES.md has the measurements.
         token_learner_tokens: S > 0 inserts TokenLearner V1.1 (ms_vit.models.token_learner): the later blocks see the class
             token and S learned tokens instead of every patch token. 0: off.
         token_learner_layer: TokenLearner goes after this many blocks (0: half of num_layers, as seed 002 does).

@@ -120,8 +120,9 @@ class TrainConfig:
     gelu: str = key("", "model", "the GELU formula", choices=("",) + GELU_FORMS,
                     inherit="the pretrained weights' form, else tanh")
     layer_norm_eps: float = key(0.0, "model", "LayerNorm epsilon", low=0, inherit="the pretrained weights', else 1e-7")
-    norm_impl: str = key("", "model", "LayerNorm backward: gemv (faster on CPU, more memory) or MindSpore's kernel",
-                         choices=("",) + NORM_IMPLS, inherit="gemv on CPU, the kernel elsewhere")
+    norm_impl: str = key("", "model", "LayerNorm: auto (on CPU ms_vit's C++ kernel, else gemv), gemv (MindSpore's "
+                         "forward, GEMV backward) or MindSpore's kernel", choices=("",) + NORM_IMPLS,
+                         inherit="auto: C++ on CPU where it builds, the kernel elsewhere")
     pretrained: str = key("", "model", "weights: a file, folder, URL or hf-hub:ORG/NAME[@REV]", graph=False,
                           inherit="train from scratch")
     pretrained_sha256: str = key("", "model", "expected SHA-256 of a downloaded checkpoint", graph=False,

@@ -23,9 +23,11 @@
 // when transposed) or 2-D (one matrix for every batch, as a Dense weight); both at most 4-D. Output [batch..., M, N].
 
 #include <dlfcn.h>
+#include <immintrin.h>
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -129,8 +131,22 @@ void parallel_range(int64_t n, const std::function<void(int64_t, int64_t)>& f) {
     pool().parallel_for(parts, [&](int i, int count) { f(n * i / count, n * (i + 1) / count); });
 }
 
+// VCVTNEPS2BF16, 16 values per instruction, on the CPUs whose bf16 matmul this kernel is for: round to nearest
+// even as to_bf16, except that it flushes fp32 subnormals (below 1.2e-38) to zero, as oneDNN's own conversion does.
+__attribute__((target("avx512f,avx512bf16"))) void convert_avx512bf16(const float* src, uint16_t* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    for (; i < n; ++i) dst[i] = to_bf16(src[i]);
+}
+
 void convert(const float* src, uint16_t* dst, int64_t n) {
+    static const bool native = __builtin_cpu_supports("avx512bf16");
     parallel_range(n, [&](int64_t begin, int64_t end) {
+        if (native) {
+            convert_avx512bf16(src + begin, dst + begin, end - begin);
+            return;
+        }
         for (int64_t i = begin; i < end; ++i) dst[i] = to_bf16(src[i]);
     });
 }
@@ -199,7 +215,7 @@ memory::desc operand(const std::vector<int64_t>& batch, int64_t rows, int64_t co
 
 struct Plan {
     dnnl::matmul prim;
-    memory::desc a, b, c;
+    memory::desc a, b, c, bias;
     std::string impl;
     bool emulated = false;
 };
@@ -208,9 +224,12 @@ struct Plan {
 std::mutex plans_mutex;
 std::unordered_map<std::string, Plan> plans;
 
+// What the matmul adds to its product in the same pass: nothing, a bias row, or the bias and then a GELU.
+enum Epilogue { kNone = 0, kBias = 1, kBiasGeluTanh = 2, kBiasGeluErf = 3 };
+
 const Plan& plan_for(const std::vector<int64_t>& batch_a, const std::vector<int64_t>& batch_b, int64_t m,
-                     int64_t k, int64_t n, bool ta, bool tb) {
-    std::string key = std::to_string(ta) + std::to_string(tb);
+                     int64_t k, int64_t n, bool ta, bool tb, Epilogue epilogue = kNone) {
+    std::string key = std::to_string(ta) + std::to_string(tb) + "e" + std::to_string(epilogue);
     for (auto d : batch_a) key += "a" + std::to_string(d);
     for (auto d : batch_b) key += "b" + std::to_string(d);
     key += "m" + std::to_string(m) + "k" + std::to_string(k) + "n" + std::to_string(n);
@@ -219,18 +238,26 @@ const Plan& plan_for(const std::vector<int64_t>& batch_a, const std::vector<int6
     if (it != plans.end()) return it->second;
     Plan p;
     p.c = operand(batch_a, m, n, false, memory::data_type::f32);
+    if (epilogue != kNone) p.bias = operand(std::vector<int64_t>(batch_a.size(), 1), 1, n, false, memory::data_type::f32);
+    dnnl::primitive_attr attr;
+    if (epilogue == kBiasGeluTanh || epilogue == kBiasGeluErf) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(epilogue == kBiasGeluTanh ? dnnl::algorithm::eltwise_gelu_tanh
+                                                     : dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
+        attr.set_post_ops(ops);
+    }
+    auto describe = [&](memory::data_type type) {
+        p.a = operand(batch_a, m, k, ta, type);
+        p.b = operand(batch_b, k, n, tb, type);
+        return epilogue == kNone ? dnnl::matmul::primitive_desc(cpu_engine(), p.a, p.b, p.c, attr)
+                                 : dnnl::matmul::primitive_desc(cpu_engine(), p.a, p.b, p.bias, p.c, attr);
+    };
     dnnl::matmul::primitive_desc pd;
     try {
-        auto bf16 = memory::data_type::bf16;
-        p.a = operand(batch_a, m, k, ta, bf16);
-        p.b = operand(batch_b, k, n, tb, bf16);
-        pd = dnnl::matmul::primitive_desc(cpu_engine(), p.a, p.b, p.c);
+        pd = describe(memory::data_type::bf16);
     } catch (const dnnl::error& e) {
         if (e.status != dnnl_unimplemented) throw;
-        auto f32 = memory::data_type::f32;
-        p.a = operand(batch_a, m, k, ta, f32);
-        p.b = operand(batch_b, k, n, tb, f32);
-        pd = dnnl::matmul::primitive_desc(cpu_engine(), p.a, p.b, p.c);
+        pd = describe(memory::data_type::f32);
         p.emulated = true;
     }
     p.prim = dnnl::matmul(pd);
@@ -256,8 +283,10 @@ int64_t product(const int64_t* shape, int from, int to) {
     return p;
 }
 
-int run(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, bool ta, bool tb) {
-    if (nparam != 3) return 1;
+// params: A, B, C for a matmul; A, B, bias, C for a dense layer (its epilogue given).
+int run(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, bool ta, bool tb,
+        Epilogue epilogue = kNone) {
+    if (nparam != (epilogue == kNone ? 3 : 4)) return 1;
     int na = ndims[0], nb = ndims[1];
     if (na < 2 || na > 4 || nb < 2 || nb > 4 || (nb != 2 && nb != na)) {
         std::fprintf(stderr, "ms_vit bf16 matmul: operands of rank %d and %d are not supported\n", na, nb);
@@ -272,17 +301,31 @@ int run(int nparam, void** params, int* ndims, int64_t** shapes, const char** dt
         return 3;
     }
     std::vector<int64_t> batch_a(sa, sa + na - 2), batch_b(na - 2, 1);
-    if (nb == na) batch_b.assign(sb, sb + nb - 2);
+    if (nb == na) {
+        batch_b.assign(sb, sb + nb - 2);
+    } else if (!ta) {  // one weight for all rows: a single GEMM over the flattened rows
+        m = product(sa, 0, na - 1);
+        batch_a.clear();
+        batch_b.clear();
+    }
     try {
-        const Plan& p = plan_for(batch_a, batch_b, m, k, n, ta, tb);
+        const Plan& p = plan_for(batch_a, batch_b, m, k, n, ta, tb, epilogue);
         thread_local std::vector<uint32_t> buf_a, buf_b;  // 32-bit elements: room for either form
         const void* a = operand_data(params[0], dtypes[0], product(sa, 0, na), p.emulated, buf_a);
         const void* b = operand_data(params[1], dtypes[1], product(sb, 0, nb), p.emulated, buf_b);
         memory ma(p.a, cpu_engine(), const_cast<void*>(a));
         memory mb(p.b, cpu_engine(), const_cast<void*>(b));
-        memory mc(p.c, cpu_engine(), params[2]);
+        memory mc(p.c, cpu_engine(), params[nparam - 1]);
+        std::unordered_map<int, memory> args{{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+        if (epilogue != kNone) {
+            if (std::strcmp(dtypes[2], "float32") != 0) {
+                std::fprintf(stderr, "ms_vit bf16 dense: the bias must be float32, not %s\n", dtypes[2]);
+                return 5;
+            }
+            args.emplace(DNNL_ARG_BIAS, memory(p.bias, cpu_engine(), params[2]));
+        }
         dnnl::stream s = stream();
-        p.prim.execute(s, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+        p.prim.execute(s, args);
         s.wait();
     } catch (const dnnl::error& e) {
         std::fprintf(stderr, "ms_vit bf16 matmul: oneDNN failed: %s (status %d)\n", e.what(),
@@ -305,6 +348,18 @@ MS_VIT_ENTRY(ms_vit_bf16_matmul_nt, false, true)
 MS_VIT_ENTRY(ms_vit_bf16_matmul_tn, true, false)
 MS_VIT_ENTRY(ms_vit_bf16_matmul_tt, true, true)
 
+// Dense layers (x [..., K], W [N, K], b [N]) -> x W^T + b, then the GELU where named; the GELUs are for inference
+// (their gradient would need the pre-activation this pass does not keep).
+#define MS_VIT_DENSE(name, epilogue)                                                                          \
+    extern "C" int name(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, \
+                        void*) {                                                                              \
+        return run(nparam, params, ndims, shapes, dtypes, false, true, epilogue);                             \
+    }
+
+MS_VIT_DENSE(ms_vit_bf16_dense, kBias)
+MS_VIT_DENSE(ms_vit_bf16_dense_gelu_tanh, kBiasGeluTanh)
+MS_VIT_DENSE(ms_vit_bf16_dense_gelu_erf, kBiasGeluErf)
+
 // The implementation oneDNN picks for a bf16 matmul of this size (e.g. "brg:avx512_core_bf16", or "ref:any" on a
 // CPU without bf16 instructions), so the gate and the benchmark can report it; 0 when none is available.
 extern "C" int ms_vit_bf16_impl(int64_t m, int64_t k, int64_t n, char* out, int size) {
@@ -319,4 +374,221 @@ extern "C" int ms_vit_bf16_impl(int64_t m, int64_t k, int64_t n, char* out, int 
     } catch (const dnnl::error&) {
         return 0;
     }
+}
+
+// ---- Self-attention in one call: qkv [B, N, 3C] (C = H heads x D) -> context [B, N, C] and the attention
+// probabilities [B, H, N, N], and its gradient. q, k and v are read in place from qkv through strides, and the
+// context is written in place through strides: none of the head split/merge transposes, no unstack, no scaled
+// copy of q. The three GEMM kinds run on bf16 operands with fp32 accumulation like the rest of the kernel; the
+// softmax (oneDNN's, fp32) and the probabilities kept for the backward stay fp32. ----
+namespace {
+
+// A [B, H, rows, cols] view of a row-major buffer: element (b, h, r, c) at b*sb + h*sh + r*sr + c*sc.
+memory::desc view(int64_t b, int64_t h, int64_t rows, int64_t cols, int64_t sb, int64_t sh, int64_t sr, int64_t sc,
+                  memory::data_type type) {
+    return memory::desc({b, h, rows, cols}, type, {sb, sh, sr, sc});
+}
+
+struct AttnPlan {
+    std::vector<dnnl::matmul> mm;
+    std::vector<memory::desc> a, b, c;
+    dnnl::softmax_forward softmax;
+    dnnl::softmax_backward softmax_grad;
+    memory::desc probs;
+    bool emulated = false;
+};
+
+using MatmulDescs = std::function<void(memory::data_type, memory::desc&, memory::desc&, memory::desc&)>;
+
+// One matmul of a plan: bf16 operands, or bf16-rounded fp32 ones where oneDNN has no bf16 matmul (then for all).
+void add_matmul(AttnPlan& p, const MatmulDescs& descs, float scale) {
+    dnnl::primitive_attr attr;
+    if (scale != 1.f) {
+        dnnl::post_ops ops;
+        ops.append_eltwise(dnnl::algorithm::eltwise_linear, scale, 0.f);
+        attr.set_post_ops(ops);
+    }
+    memory::desc a, b, c;
+    dnnl::matmul::primitive_desc pd;
+    if (!p.emulated) {
+        try {
+            descs(memory::data_type::bf16, a, b, c);
+            pd = dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
+        } catch (const dnnl::error& e) {
+            if (e.status != dnnl_unimplemented) throw;
+            p.emulated = true;
+        }
+    }
+    if (p.emulated) {
+        descs(memory::data_type::f32, a, b, c);
+        pd = dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
+    }
+    p.mm.emplace_back(pd);
+    p.a.push_back(a);
+    p.b.push_back(b);
+    p.c.push_back(c);
+}
+
+std::mutex attn_mutex;
+std::unordered_map<std::string, AttnPlan> attn_plans;
+
+// Matmuls 0-1: forward (scores = scale q k^T, context = P v); 2-5: backward (dP = dctx v^T, dq = scale dS k,
+// dk = scale dS^T q, dv = P^T dctx). Operand dtypes: bf16 (or fp32 emulation); outputs fp32.
+const AttnPlan& attn_plan(int64_t B, int64_t N, int64_t H, int64_t D, bool backward) {
+    std::string key = std::to_string(B) + "," + std::to_string(N) + "," + std::to_string(H) + "," +
+                      std::to_string(D) + (backward ? "b" : "f");
+    std::lock_guard<std::mutex> lock(attn_mutex);
+    auto it = attn_plans.find(key);
+    if (it != attn_plans.end()) return it->second;
+    AttnPlan p;
+    const int64_t C = H * D, row3 = 3 * C, sq = N * row3;  // qkv: [B, N, 3, H, D]
+    const int64_t sp = N * N, sph = H * N * N;             // probabilities: [B, H, N, N]
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+    auto f32 = memory::data_type::f32;
+    // q (or k, v) as [B, H, N, D]; k^T as [B, H, D, N]; context / dctx as [B, H, N, D] in [B, N, H, D] memory.
+    auto qkv_part = [&](memory::data_type t) { return view(B, H, N, D, sq, D, row3, 1, t); };
+    auto qkv_part_t = [&](memory::data_type t) { return view(B, H, D, N, sq, D, 1, row3, t); };
+    auto ctx_part = [&](memory::data_type t) { return view(B, H, N, D, N * C, D, C, 1, t); };
+    auto ctx_part_t = [&](memory::data_type t) { return view(B, H, D, N, N * C, D, 1, C, t); };
+    auto probs = [&](memory::data_type t) { return view(B, H, N, N, sph, sp, N, 1, t); };
+    auto probs_t = [&](memory::data_type t) { return view(B, H, N, N, sph, sp, 1, N, t); };
+    add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = qkv_part(t); b = qkv_part_t(t); c = probs(f32); }, scale);
+    add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = probs(t); b = qkv_part(t); c = ctx_part(f32); }, 1.f);
+    p.probs = probs(f32);
+    auto fwd_kind = backward ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    dnnl::softmax_forward::primitive_desc sfwd(cpu_engine(), fwd_kind, dnnl::algorithm::softmax_accurate, p.probs,
+                                               p.probs, 3);
+    p.softmax = dnnl::softmax_forward(sfwd);
+    if (backward) {
+        add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = ctx_part(t); b = qkv_part_t(t); c = probs(f32); }, 1.f);
+        add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = probs(t); b = qkv_part(t); c = qkv_part(f32); }, scale);
+        add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = probs_t(t); b = qkv_part(t); c = qkv_part(f32); }, scale);
+        add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = probs_t(t); b = ctx_part(t); c = qkv_part(f32); }, 1.f);
+        dnnl::softmax_backward::primitive_desc sbwd(cpu_engine(), dnnl::algorithm::softmax_accurate, p.probs, p.probs,
+                                                    p.probs, 3, sfwd);
+        p.softmax_grad = dnnl::softmax_backward(sbwd);
+    }
+    (void)ctx_part_t;
+    return attn_plans.emplace(key, std::move(p)).first->second;
+}
+
+// The bf16 form (or bf16-rounded fp32 form) of an fp32 buffer, in a per-thread scratch buffer.
+void* lowered(const float* src, int64_t count, bool emulated, std::vector<uint32_t>& buffer) {
+    return const_cast<void*>(operand_data(const_cast<float*>(src), "float32", count, emulated, buffer));
+}
+
+void matmul(const AttnPlan& p, int i, dnnl::stream& s, const void* a, const void* b, void* c) {
+    memory ma(p.a[i], cpu_engine(), const_cast<void*>(a)), mb(p.b[i], cpu_engine(), const_cast<void*>(b));
+    memory mc(p.c[i], cpu_engine(), c);
+    p.mm[i].execute(s, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+}
+
+bool attn_dims(int64_t* qkv_shape, int64_t* probs_shape, int64_t& B, int64_t& N, int64_t& H, int64_t& D) {
+    B = qkv_shape[0];
+    N = qkv_shape[1];
+    H = probs_shape[1];
+    if (H <= 0 || qkv_shape[2] % (3 * H) != 0 || probs_shape[0] != B || probs_shape[2] != N || probs_shape[3] != N) {
+        std::fprintf(stderr, "ms_vit bf16 attention: qkv [B, N, 3 H D] and probabilities [B, H, N, N] disagree\n");
+        return false;
+    }
+    D = qkv_shape[2] / (3 * H);
+    return true;
+}
+
+}  // namespace
+
+// params: qkv [B, N, 3C] -> context [B, N, C], probabilities [B, H, N, N] (all float32).
+extern "C" int ms_vit_bf16_attention(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                     void*, void*) {
+    if (nparam != 3 || ndims[0] != 3 || ndims[2] != 4 || std::strcmp(dtypes[0], "float32") != 0) return 1;
+    int64_t B, N, H, D;
+    if (!attn_dims(shapes[0], shapes[2], B, N, H, D)) return 2;
+    try {
+        const AttnPlan& p = attn_plan(B, N, H, D, false);
+        const int64_t C = H * D;
+        thread_local std::vector<uint32_t> buf_qkv, buf_p;
+        const float* qkv = static_cast<const float*>(params[0]);
+        float* probs = static_cast<float*>(params[2]);
+        auto* low = static_cast<char*>(lowered(qkv, B * N * 3 * C, p.emulated, buf_qkv));
+        const int64_t el = p.emulated ? 4 : 2, part = C * el;  // bytes per element; offset of k (and v) in a row
+        dnnl::stream s = stream();
+        matmul(p, 0, s, low, low + part, probs);
+        memory mp(p.probs, cpu_engine(), probs);
+        p.softmax.execute(s, {{DNNL_ARG_SRC, mp}, {DNNL_ARG_DST, mp}});
+        matmul(p, 1, s, lowered(probs, B * H * N * N, p.emulated, buf_p), low + 2 * part, params[1]);
+        s.wait();
+    } catch (const dnnl::error& e) {
+        std::fprintf(stderr, "ms_vit bf16 attention: oneDNN failed: %s (status %d)\n", e.what(), static_cast<int>(e.status));
+        return 4;
+    }
+    return 0;
+}
+
+// params: qkv [B, N, 3C], probabilities [B, H, N, N], dcontext [B, N, C], dprobabilities [B, H, N, N] -> dqkv.
+extern "C" int ms_vit_bf16_attention_grad(int nparam, void** params, int* ndims, int64_t** shapes,
+                                          const char** dtypes, void*, void*) {
+    if (nparam != 5 || ndims[0] != 3 || ndims[1] != 4) return 1;
+    for (int i = 0; i < 4; ++i)
+        if (std::strcmp(dtypes[i], "float32") != 0) return 1;
+    int64_t B, N, H, D;
+    if (!attn_dims(shapes[0], shapes[1], B, N, H, D)) return 2;
+    try {
+        const AttnPlan& p = attn_plan(B, N, H, D, true);
+        const int64_t C = H * D, probs_count = B * H * N * N;
+        thread_local std::vector<uint32_t> buf_qkv, buf_p, buf_dctx, buf_ds;
+        thread_local std::vector<float> dp;
+        const float* probs = static_cast<const float*>(params[1]);
+        const float* dprobs = static_cast<const float*>(params[3]);
+        auto* dqkv = static_cast<char*>(params[4]);
+        auto* low = static_cast<char*>(lowered(static_cast<const float*>(params[0]), B * N * 3 * C, p.emulated, buf_qkv));
+        void* low_dctx = lowered(static_cast<const float*>(params[2]), B * N * C, p.emulated, buf_dctx);
+        const int64_t el = p.emulated ? 4 : 2, part = C * el, part32 = C * 4;
+        if (static_cast<int64_t>(dp.size()) < probs_count) dp.resize(probs_count);
+        dnnl::stream s = stream();
+        matmul(p, 2, s, low_dctx, low + 2 * part, dp.data());  // dP = dctx v^T
+        s.wait();
+        // The probabilities are an output too (attention maps): their own gradient adds to dP. (A pointer, not
+        // dp itself: inside the pool's threads the name dp is their own thread_local vector.)
+        float* dp_data = dp.data();
+        parallel_range(probs_count, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) dp_data[i] += dprobs[i];
+        });
+        memory mp(p.probs, cpu_engine(), const_cast<float*>(probs)), mdp(p.probs, cpu_engine(), dp.data());
+        p.softmax_grad.execute(s, {{DNNL_ARG_DST, mp}, {DNNL_ARG_DIFF_DST, mdp}, {DNNL_ARG_DIFF_SRC, mdp}});
+        void* low_ds = lowered(dp.data(), probs_count, p.emulated, buf_ds);
+        void* low_p = lowered(probs, probs_count, p.emulated, buf_p);
+        matmul(p, 3, s, low_ds, low + part, dqkv);                 // dq = scale dS k
+        matmul(p, 4, s, low_ds, low, dqkv + part32);               // dk = scale dS^T q
+        matmul(p, 5, s, low_p, low_dctx, dqkv + 2 * part32);       // dv = P^T dctx
+        s.wait();
+    } catch (const dnnl::error& e) {
+        std::fprintf(stderr, "ms_vit bf16 attention grad: oneDNN failed: %s (status %d)\n", e.what(),
+                     static_cast<int>(e.status));
+        return 4;
+    }
+    return 0;
+}
+
+// The bias gradient of a dense layer: dy [..., N] -> the sum of its rows [N], fp32. Each thread sums a block of
+// rows into its own partial row, then the partials are added in a fixed order: the same result on every run.
+extern "C" int ms_vit_bias_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                                void*) {
+    if (nparam != 2 || ndims[0] < 1 || ndims[1] != 1 || std::strcmp(dtypes[0], "float32") != 0) return 1;
+    const int64_t n = shapes[0][ndims[0] - 1], rows = product(shapes[0], 0, ndims[0] - 1);
+    if (shapes[1][0] != n) return 2;
+    const float* dy = static_cast<const float*>(params[0]);
+    float* out = static_cast<float*>(params[1]);
+    const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool().get_num_threads(), rows / 16)));
+    std::vector<float> partial(static_cast<size_t>(parts) * n, 0.f);
+    pool().parallel_for(parts, [&](int i, int count) {
+        float* acc = partial.data() + static_cast<size_t>(i) * n;
+        for (int64_t r = rows * i / count, end = rows * (i + 1) / count; r < end; ++r) {
+            const float* row = dy + r * n;
+            for (int64_t j = 0; j < n; ++j) acc[j] += row[j];
+        }
+    });
+    for (int64_t j = 0; j < n; ++j) out[j] = partial[j];
+    for (int i = 1; i < parts; ++i)
+        for (int64_t j = 0; j < n; ++j) out[j] += partial[static_cast<size_t>(i) * n + j];
+    return 0;
 }

@@ -8,6 +8,7 @@ Every "cannot" comes back as one line naming the cause and the fix, never as an 
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 import platform
@@ -115,6 +116,9 @@ def compile_library(source: str, name: str, flags, args=(), depends=(), fix: str
                       "(e.g. apt-get install g++) or set CXX")
     with open(source, "rb") as f:
         digest = hashlib.sha256(f.read())
+    for header in sorted(glob.glob(os.path.join(os.path.dirname(source), "*.h"))):  # what the sources include
+        with open(header, "rb") as f:
+            digest.update(f.read())
     digest.update("\0".join([cxx, *flags, *args, *depends, platform.machine()]).encode())
     folder = os.path.join(cache_root(), digest.hexdigest()[:16])
     target = os.path.join(folder, name)

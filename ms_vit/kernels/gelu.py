@@ -35,16 +35,26 @@ def _same_dtype(x, *_):
     return x
 
 
-@functools.lru_cache(maxsize=None)
-def gelu_erf_ops():
-    """(forward, gradient) MindSpore primitives: x -> x Phi(x) and (x, dy) -> dy (Phi(x) + x phi(x)), float32;
-    None when the kernel is unavailable."""
+def _ops(name: str):
     path, _ = build()
     if path is None:
         return None
     from mindspore import ops
 
-    forward = ops.Custom(f"{path}:ms_vit_gelu_erf", out_shape=_same_shape, out_dtype=_same_dtype, func_type="aot")
-    grad = ops.Custom(f"{path}:ms_vit_gelu_erf_grad", out_shape=_same_shape, out_dtype=_same_dtype,
-                      func_type="aot")
+    forward = ops.Custom(f"{path}:ms_vit_{name}", out_shape=_same_shape, out_dtype=_same_dtype, func_type="aot")
+    grad = ops.Custom(f"{path}:ms_vit_{name}_grad", out_shape=_same_shape, out_dtype=_same_dtype, func_type="aot")
     return forward, grad
+
+
+@functools.lru_cache(maxsize=None)
+def gelu_erf_ops():
+    """(forward, gradient) MindSpore primitives: x -> x Phi(x) and (x, dy) -> dy (Phi(x) + x phi(x)), float32;
+    None when the kernel is unavailable."""
+    return _ops("gelu_erf")
+
+
+@functools.lru_cache(maxsize=None)
+def gelu_tanh_ops():
+    """(forward, gradient) of the tanh form, x s(x (a + b x^2)) (``SigmoidGELU``'s function), float32, one pass
+    each; None when the kernel is unavailable."""
+    return _ops("gelu_tanh")

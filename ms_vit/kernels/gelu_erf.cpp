@@ -3,6 +3,7 @@
 //
 //   ms_vit_gelu_erf(x) -> y            y  = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2
 //   ms_vit_gelu_erf_grad(x, dy) -> dx  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+//   ms_vit_gelu_tanh(x), ms_vit_gelu_tanh_grad(x, dy): the tanh approximation and its gradient, likewise
 //
 // Phi comes from a fit of erfc with relative error (lower_tail), exp from a Cephes-style polynomial after range
 // reduction; both are branch-free so that the compiler vectorises the loops. tests/test_gelu.py checks both ops
@@ -14,6 +15,11 @@
 #include <thread>
 #include <vector>
 
+
+#include "aot_args.h"
+
+using ms_vit_aot::all_float32;
+using ms_vit_aot::count;
 
 namespace {
 
@@ -76,10 +82,30 @@ void grad_range(const float* x, const float* dy, float* dx, int64_t begin, int64
     }
 }
 
-int64_t count(int ndim, const int64_t* shape) {
-    int64_t n = 1;
-    for (int d = 0; d < ndim; ++d) n *= shape[d];
-    return n;
+// The tanh form, 0.5 x (1 + tanh(u)) = x s(z) with s the logistic sigmoid and z = 2u = x (a + b x^2): the same
+// function as the model's SigmoidGELU (ms_vit/models/layers.py), in one pass. exp's argument is kept below 88,
+// where exp_clamped's exponent bits would overflow; there s is 0 to fp32 precision anyway.
+constexpr float kTanhA = 1.5957691216057308f;        // 2 sqrt(2 / pi)
+constexpr float kTanhB = 1.5957691216057308f * 0.044715f;
+
+inline float logistic(float z) { return 1.0f / (1.0f + exp_clamped(std::min(-z, 88.0f))); }
+
+void gelu_tanh_range(const float* x, float* y, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const float v = x[i];
+        y[i] = v * logistic(v * (kTanhA + kTanhB * v * v));
+    }
+}
+
+// d/dx [x s(z)] = s (1 + x (1 - s) z'), z' = a + 3 b x^2, with 1 - s = s e^-z: 1 - s itself would cancel to a
+// few bits where s is near 1.
+void gelu_tanh_grad_range(const float* x, const float* dy, float* dx, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const float v = x[i], v2 = v * v;
+        const float e = exp_clamped(std::min(-v * (kTanhA + kTanhB * v2), 88.0f));
+        const float s = 1.0f / (1.0f + e);
+        dx[i] = dy[i] * (s * (1.0f + v * (s * e) * (kTanhA + 3.0f * kTanhB * v2)));
+    }
 }
 
 // Split [0, n) over the machine's cores: elementwise work on (B, T, mlp_dim) tensors is memory-bound, and one core
@@ -102,12 +128,6 @@ void parallel(int64_t n, F f) {
     for (auto& th : pool) th.join();
 }
 
-bool all_float32(int nparam, const char** dtypes) {
-    for (int i = 0; i < nparam; ++i)
-        if (std::strcmp(dtypes[i], "float32") != 0) return false;
-    return true;
-}
-
 }  // namespace
 
 extern "C" int ms_vit_gelu_erf(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
@@ -126,5 +146,24 @@ extern "C" int ms_vit_gelu_erf_grad(int nparam, void** params, int* ndims, int64
     const float* dy = static_cast<const float*>(params[1]);
     float* dx = static_cast<float*>(params[2]);
     parallel(count(ndims[0], shapes[0]), [=](int64_t b, int64_t e) { grad_range(x, dy, dx, b, e); });
+    return 0;
+}
+
+extern "C" int ms_vit_gelu_tanh(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                                void*) {
+    if (nparam != 2 || !all_float32(nparam, dtypes)) return 1;
+    const float* x = static_cast<const float*>(params[0]);
+    float* y = static_cast<float*>(params[1]);
+    parallel(count(ndims[0], shapes[0]), [=](int64_t b, int64_t e) { gelu_tanh_range(x, y, b, e); });
+    return 0;
+}
+
+extern "C" int ms_vit_gelu_tanh_grad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                     void*, void*) {
+    if (nparam != 3 || !all_float32(nparam, dtypes)) return 1;
+    const float* x = static_cast<const float*>(params[0]);
+    const float* dy = static_cast<const float*>(params[1]);
+    float* dx = static_cast<float*>(params[2]);
+    parallel(count(ndims[0], shapes[0]), [=](int64_t b, int64_t e) { gelu_tanh_grad_range(x, dy, dx, b, e); });
     return 0;
 }

@@ -54,15 +54,18 @@ def total_macs(cfg: ViTConfig) -> int:
     return sum(macs for _, _, macs in stage_table(cfg))
 
 
-def training_activation_bytes(cfg: ViTConfig) -> int:
+def training_activation_bytes(cfg: ViTConfig, amp_level: str = "O0") -> int:
     """Memory one image's forward and backward take during a training step on MindSpore's CPU backend, estimated.
 
     The coefficients (fp32 values kept per token per layer: 18 per model-width channel, 5 per MLP channel, 6 per
     attention score) were fitted to the resident memory of ViT-B/16 training steps at batches 2, 4, 8 and 16
-    (0.4 GB per image, bench/NOTES.md); the backend keeps every intermediate of a step's graph.
+    (0.4 GB per image, bench/NOTES.md); the backend keeps every intermediate of a step's graph. Under AMP bf16 the
+    fused kernels keep far less (the attention only its probabilities, each Dense its output): 9 per channel, 2 per
+    MLP channel, 1 per score, which matches the 0.13 GB per image measured at micro-batches of 2 and 4.
     """
     t = cfg.num_patches + cfg.num_prefix_tokens
-    per_layer = t * (18 * cfg.embed_dim + 5 * cfg.mlp_dim) + 6 * cfg.num_heads * t * t
+    width, mlp, score = (9, 2, 1) if amp_level == "bf16" else (18, 5, 6)
+    per_layer = t * (width * cfg.embed_dim + mlp * cfg.mlp_dim) + score * cfg.num_heads * t * t
     return 4 * cfg.num_layers * per_layer
 
 
@@ -70,12 +73,13 @@ def training_activation_bytes(cfg: ViTConfig) -> int:
 CPU_MICRO_BATCH_BYTES = 1 << 30
 
 
-def auto_accum_steps(cfg: ViTConfig, per_process_batch: int, device: str) -> int:
+def auto_accum_steps(cfg: ViTConfig, per_process_batch: int, device: str, amp_level: str = "O0") -> int:
     """Micro-batches per optimizer step when accum_steps is 0 (auto): on CPU, the fewest that keep one
-    micro-batch's activations within ``CPU_MICRO_BATCH_BYTES`` (ViT-B/16: micro-batches of 2); elsewhere 1."""
+    micro-batch's activations within ``CPU_MICRO_BATCH_BYTES`` (ViT-B/16: micro-batches of 2, of 4 under AMP
+    bf16); elsewhere 1."""
     if device != "CPU":
         return 1
-    per_image = training_activation_bytes(cfg)
+    per_image = training_activation_bytes(cfg, amp_level)
     for steps in range(1, per_process_batch + 1):
         if per_process_batch % steps == 0 and per_process_batch // steps * per_image <= CPU_MICRO_BATCH_BYTES:
             return steps
@@ -94,11 +98,11 @@ class Batching:
 
 
 def batching(data, world: int = 1, *, model: ViTConfig | None = None, device: str = "", images: int | None = None,
-             where: str = "") -> Batching:
+             where: str = "", amp_level: str = "O0") -> Batching:
     """How ``data.batch_size`` images per optimizer step split over ``world`` processes and ``data.accum_steps``
     micro-batches, and, given the number of training ``images``, the optimizer steps of an epoch.
 
-    accum_steps 0 (auto) becomes what ``auto_accum_steps`` picks for ``model`` on ``device``, or 1 (whole batches)
+    accum_steps 0 (auto) becomes what ``auto_accum_steps`` picks for ``model`` on ``device`` at ``amp_level``, or 1 (whole batches)
     without a model. An epoch is whole optimizer steps with ``data.drop_remainder`` or with accumulation (a partial
     step would leave gradients in the buffers across the epoch's end); otherwise its last step may be smaller.
 
@@ -106,7 +110,7 @@ def batching(data, world: int = 1, *, model: ViTConfig | None = None, device: st
         ConfigError: accum_steps does not divide the per-process batch, or ``images`` (in ``where``) fill no step.
     """
     per_rank = data.batch_size // world
-    accum = data.accum_steps or (auto_accum_steps(model, per_rank, device) if model is not None else 1)
+    accum = data.accum_steps or (auto_accum_steps(model, per_rank, device, amp_level) if model is not None else 1)
     if per_rank % accum:
         raise ConfigError(f"batch_size {data.batch_size} per process ({per_rank}) must be divisible by "
                           f"accum_steps {accum} (each optimizer step is accum_steps equal micro-batches)")

@@ -53,17 +53,54 @@ def softmax_cell() -> Softmax:
     return RowSoftmax() if _on_cpu() else Softmax()
 
 
+class Dense(nn.Dense):
+    """``nn.Dense`` (same parameters, same arithmetic) that AMP bf16 puts on one fused kernel call: the bf16 GEMM
+    with the bias added in its pass, and at inference a following GELU too (``fuse_activation``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bf16 = False  # graph constants: set before the first call
+        self.fused_activation = ""
+
+    def use_bf16(self) -> bool:
+        """Put this layer on the bf16 kernel (the fused call where it has a bias and no activation of its own, else
+        the plain bf16 GEMM); False when it already is."""
+        from ms_vit.kernels.bf16 import bf16_dense_op, bf16_matmul_op
+
+        if isinstance(self.matmul, ops.Custom):
+            return False
+        self.matmul = bf16_matmul_op(False, True)
+        self.bf16_dense = bf16_dense_op("")
+        self.bf16 = self.has_bias and not self.activation_flag
+        return True
+
+    def fuse_activation(self, activation: str):
+        """Apply ``activation`` ("gelu_tanh" or "gelu_erf") inside the bf16 GEMM when not training; the caller
+        then skips its own activation at inference."""
+        from ms_vit.kernels.bf16 import bf16_dense_op
+
+        self.bf16_dense_activation = bf16_dense_op(activation)
+        self.fused_activation = activation
+
+    def construct(self, x):
+        if self.bf16:  # constants: graph mode compiles one branch
+            if self.fused_activation and not self.training:
+                return self.bf16_dense_activation(x, self.weight, self.bias)
+            return self.bf16_dense(x, self.weight, self.bias)
+        return super().construct(x)
+
+
 def dense_layer(in_features: int, out_features: int) -> nn.Dense:
-    return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init=Zero())
+    return Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init=Zero())
 
 
 class _Normalize(nn.Cell):
     """LayerNorm over the last axis, without parameters of its own: (x, gamma, beta) -> (y, mean, variance)."""
 
-    def __init__(self, epsilon: float):
+    def __init__(self, epsilon: float, layer_norm=None):
         super().__init__()
         self.epsilon = epsilon
-        self.layer_norm = ops.LayerNorm(-1, -1, epsilon=epsilon)
+        self.layer_norm = ops.LayerNorm(-1, -1, epsilon=epsilon) if layer_norm is None else layer_norm
 
     def construct(self, x, gamma, beta):
         return self.layer_norm(x, gamma, beta)
@@ -85,9 +122,52 @@ class _RowNormalize(_Normalize):
                 ops.reshape(ops.matmul(ones, dy), beta.shape))
 
 
+class _KernelLayerNorm(nn.Cell):
+    """The C++ forward of ``ms_vit/kernels/layer_norm.cpp`` with ``ops.LayerNorm``'s call: (x, gamma, beta) -> (y,
+    mean, variance); the aot op takes epsilon as a tensor input, held here."""
+
+    def __init__(self, forward, epsilon: float):
+        super().__init__()
+        self.forward = forward
+        self.epsilon = ms.Tensor([epsilon], ms.float32)
+
+    def construct(self, x, gamma, beta):
+        return self.forward(x, gamma, beta, self.epsilon)
+
+
+class _KernelNormalize(_RowNormalize):
+    """The CPU LayerNorm on the C++ kernels: forward and backward each one pass over a row kept in cache, where
+    MindSpore's CPU LayerNorm and the elementwise ops of ``_RowNormalize``'s backward take a pass per operation.
+
+    A ``_RowNormalize`` (the CPU path, written-out backward) whose forward and bprop are the kernel's; the forward
+    stays ``_Normalize.construct``, calling the kernel in place of ``ops.LayerNorm``. Inputs are fp32
+    (``LayerNorm.construct`` casts).
+    """
+
+    def __init__(self, epsilon: float, ops_pair):
+        forward, grad = ops_pair
+        super().__init__(epsilon, _KernelLayerNorm(forward, epsilon))
+        self.grad = grad
+        self.epsilon_tensor = ms.Tensor([epsilon], ms.float32)
+
+    def bprop(self, x, gamma, beta, out, dout):
+        # Only y's gradient flows: LayerNorm uses the mean and variance of the forward for nothing but backward.
+        dx, dgamma, dbeta = self.grad(x, dout[0], gamma, out[1], out[2], self.epsilon_tensor)
+        return dx, dgamma, dbeta
+
+
+def _cpu_normalize(epsilon: float) -> _RowNormalize:
+    """``_KernelNormalize`` where its kernel builds, else ``_RowNormalize`` (MindSpore's forward, GEMV backward)."""
+    from ms_vit.kernels.layer_norm import layer_norm_ops
+
+    pair = layer_norm_ops()
+    return _RowNormalize(epsilon) if pair is None else _KernelNormalize(epsilon, pair)
+
+
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last axis (same parameters, same epsilon default) that always normalises in fp32;
-    ``impl`` "gemv" (or "auto" on CPU) takes the faster backward of ``_RowNormalize``, "kernel" MindSpore's.
+    ``impl`` "auto" on CPU takes the C++ forward and backward of ``_KernelNormalize`` (``_RowNormalize`` where the
+    kernel cannot be built), "gemv" the faster backward of ``_RowNormalize``, "kernel" MindSpore's.
 
     Under AMP O2 the activations are fp16; a fp16 variance over 768 channels overflows or loses the small
     differences that matter, a known source of NaN in ViTs, so the statistics are computed in fp32.
@@ -95,8 +175,10 @@ class LayerNorm(nn.LayerNorm):
 
     def __init__(self, normalized_shape, epsilon: float = 1e-7, impl: str = "auto", **kwargs):
         super().__init__(normalized_shape, epsilon=epsilon, **kwargs)
-        gemv = impl == "gemv" or (impl == "auto" and _on_cpu())
-        self.normalize = (_RowNormalize if gemv else _Normalize)(epsilon)
+        if impl == "auto" and _on_cpu():
+            self.normalize = _cpu_normalize(epsilon)
+        else:
+            self.normalize = (_RowNormalize if impl == "gemv" else _Normalize)(epsilon)
 
     def construct(self, x):
         y = self.normalize(x.astype(ms.float32), self.gamma.astype(ms.float32), self.beta.astype(ms.float32))[0]
@@ -144,13 +226,29 @@ class ErfGELU(nn.Cell):
         return (self.grad(x.astype(ms.float32), dout.astype(ms.float32)).astype(x.dtype),)
 
 
+class TanhGELU(SigmoidGELU):
+    """``SigmoidGELU``'s function and gradient on the C++ kernel (``gelu_tanh_ops``): one pass over memory each,
+    where MindSpore's elementwise ops take one pass per operation. Inputs other than fp32 go through fp32."""
+
+    def __init__(self, ops_pair):
+        super().__init__()
+        self.forward, self.grad = ops_pair
+
+    construct = ErfGELU.construct  # the same calls of the (forward, gradient) pair
+    bprop = ErfGELU.bprop
+
+
 def gelu_cell(form: str, impl: str) -> nn.Cell:
-    """The GELU of ``form`` ("tanh" or "erf"); ``impl`` "auto" takes the elementwise forms on CPU: ``SigmoidGELU``
-    for tanh, ``ErfGELU`` for erf where its kernel builds (else MindSpore's kernel, which needs no compiler)."""
+    """The GELU of ``form`` ("tanh" or "erf"); ``impl`` "auto" takes the elementwise forms on CPU: ``TanhGELU`` for
+    tanh and ``ErfGELU`` for erf where their kernel builds (else ``SigmoidGELU``, and MindSpore's kernel for erf:
+    neither needs a compiler)."""
     if impl == "auto":
         impl = "elementwise" if ms.get_context("device_target") == "CPU" else "kernel"
     if form == "tanh" and impl == "elementwise":
-        return SigmoidGELU()
+        from ms_vit.kernels.gelu import gelu_tanh_ops
+
+        pair = gelu_tanh_ops()
+        return SigmoidGELU() if pair is None else TanhGELU(pair)
     if form == "erf" and impl == "elementwise":
         from ms_vit.kernels.gelu import gelu_erf_ops
 
@@ -158,3 +256,18 @@ def gelu_cell(form: str, impl: str) -> nn.Cell:
         if pair is not None:
             return ErfGELU(pair)
     return nn.GELU(approximate=form == "tanh")
+
+
+def use_portable_ops(net) -> None:
+    """Put MindSpore's own ops back where the model runs ms_vit's compiled kernels (``ErfGELU``, ``TanhGELU``, the
+    C++ LayerNorm): an exported graph must load where the kernels' .so files do not exist, MindSpore cannot load a
+    MindIR holding them, and its exporters cannot infer their shapes. fp16 AMP (O2, O3) needs the same: its casts
+    reach the kernels' inputs, which take fp32 only."""
+    for _, cell in list(net.cells_and_names()):
+        if isinstance(cell, LayerNorm) and isinstance(cell.normalize, _KernelNormalize):
+            cell.normalize = _RowNormalize(cell.normalize.epsilon)
+        for name, child in list(cell.name_cells().items()):
+            if isinstance(child, ErfGELU):
+                setattr(cell, name, nn.GELU(approximate=False))
+            elif isinstance(child, TanhGELU):
+                setattr(cell, name, SigmoidGELU())

@@ -17,7 +17,7 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import TruncatedNormal, Zero, initializer
 
 from ms_vit.config import ViTConfig
-from ms_vit.models.layers import LayerNorm, SigmoidGELU, dense_layer, gelu_cell, softmax_cell, softmax_fp32  # noqa: F401 (re-exported)
+from ms_vit.models.layers import Dense, LayerNorm, SigmoidGELU, dense_layer, gelu_cell, softmax_cell, softmax_fp32  # noqa: F401 (re-exported)
 from ms_vit.models.token_learner import TokenFuser, TokenLearner
 
 HEAD_PARAMS = ("dense.weight", "dense.bias")
@@ -168,10 +168,25 @@ class Attention(nn.Cell):
         self.softmax = softmax_cell()
         self.onnx_export = False  # a graph constant: export.py sets it before ms.export(..., "ONNX")
         self.attn_drop = nn.Dropout(p=attention_drop_rate)
+        self.attention_drop_rate = attention_drop_rate
         self.out = dense_layer(dim, dim)
         self.out_drop = nn.Dropout(p=drop_rate)
+        self.fused = False  # a graph constant: AMP bf16's one-call attention (ms_vit.kernels.bf16_attention_op)
+
+    def use_bf16(self) -> bool:
+        """Under AMP bf16: the scores, softmax and context in one kernel call, unless attention dropout is on (the
+        kernel has none). Its batched matmuls are still swapped by the caller: False."""
+        if self.attention_drop_rate == 0:
+            from ms_vit.kernels.bf16 import bf16_attention_op
+
+            self.fused_attention = bf16_attention_op(self.num_heads)
+            self.fused = True
+        return False
 
     def construct(self, x):
+        if self.fused and not self.onnx_export:  # constants
+            context, attn = self.fused_attention(self.qkv(x))
+            return self.out_drop(self.out(context)), attn
         b, n, c = x.shape
         qkv = ops.reshape(self.qkv(x), (b, n, 3, self.num_heads, self.head_dim))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
@@ -194,12 +209,25 @@ class FeedForward(nn.Cell):
                  gelu_impl: str = "auto"):
         super().__init__()
         self.dense1 = dense_layer(dim, hidden_dim)
+        self.gelu = gelu
         self.activation = gelu_cell(gelu, gelu_impl)
         self.dense2 = dense_layer(hidden_dim, dim)
         self.dropout = nn.Dropout(p=drop_rate)
+        self.gelu_in_dense1 = False  # a graph constant: AMP bf16 runs the GELU inside dense1's GEMM at inference
+
+    def use_bf16(self) -> bool:
+        """Under AMP bf16: the GELU joins dense1's kernel call at inference (training keeps it separate, for its
+        gradient). Only ms_vit's own Dense (not a LoRA-adapted one) can take it. Replaces no GEMM: False."""
+        if isinstance(self.dense1, Dense) and self.gelu in ("tanh", "erf"):
+            self.dense1.fuse_activation(f"gelu_{self.gelu}")
+            self.gelu_in_dense1 = True
+        return False
 
     def construct(self, x):
-        x = self.dropout(self.activation(self.dense1(x)))
+        x = self.dense1(x)
+        if not self.gelu_in_dense1 or self.training:  # constants
+            x = self.activation(x)
+        x = self.dropout(x)
         return self.dropout(self.dense2(x))
 
 

@@ -41,6 +41,9 @@ def apply_amp(net, amp_level: str):
     elif amp_level != "O0":
         import mindspore as ms
 
+        from ms_vit.models.layers import use_portable_ops
+
+        use_portable_ops(net)  # the compiled CPU kernels take fp32 only; fp16 AMP casts their inputs
         ms.amp.auto_mixed_precision(net, amp_level)
     return net
 

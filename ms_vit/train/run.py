@@ -177,7 +177,7 @@ def build_trainer(plan: Plan, net, source, log) -> Trainer:
     if cfg.finetune_mode == "linear":
         train_net, source, cfg = _linear_probe(net, source, cfg, plan.weights, plan.world, log)
     batches = batching(cfg.section("data"), plan.world, model=net.config, device=plan.device, images=source.n_train,
-                       where=source.train_where)
+                       where=source.train_where, amp_level=plan.amp_level)
     cfg = dataclasses.replace(cfg, accum_steps=batches.accum_steps)
     class_weights = _class_balance(cfg, source, log)
     train_cell, _ = build_train_cell(train_net, cfg, len(source.classes), batches.steps_per_epoch, plan.amp_level,

@@ -34,6 +34,16 @@ def _scale_grad(factor, grad):
     return grad * factor.astype(grad.dtype)
 
 
+def _cpu_sum_squares():
+    """On CPU, the compiled sum-of-squares op for the gradient norm (MindSpore's ReduceSum over a whole tensor
+    took longer than the rest of the update); None elsewhere or without a compiler."""
+    if ms.get_context("device_target") != "CPU":
+        return None
+    from ms_vit.kernels.reduce import sum_squares_op
+
+    return sum_squares_op()
+
+
 class TrainStep(nn.TrainOneStepCell):
     """Forward, backward and update of ``net_with_loss``; returns (loss, overflow, loss scale).
 
@@ -73,6 +83,7 @@ class TrainStep(nn.TrainOneStepCell):
         initial = scale_update_cell.get_loss_scale() if self.dynamic else fixed_scale
         self.scale_sense = Parameter(Tensor(initial, ms.float32), name="scale_sense", requires_grad=False)
         self.hyper_map = ops.HyperMap()
+        self.sum_squares = _cpu_sum_squares()
 
     def construct(self, *inputs):
         loss = self.network(*inputs)
@@ -96,7 +107,10 @@ class TrainStep(nn.TrainOneStepCell):
     def _update(self, loss, grads, scale):
         """Unscale (and average the accumulated micro-batches), check, clip and apply ``grads``."""
         grads = self.hyper_map(ops.partial(_scale, 1.0 / (scale * self.accum_steps)), grads)
-        norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
+        if self.sum_squares is None:  # a constant
+            norm = ops.sqrt(ops.addn(self.hyper_map(_sq_sum, grads)))
+        else:
+            norm = ops.sqrt(ops.reshape(ops.addn([self.sum_squares(g.astype(ms.float32)) for g in grads]), ()))
         overflow = ops.logical_not(ops.isfinite(norm))
         if self.dynamic:
             overflow = self.scale_update(self.scale_sense, overflow)
