@@ -163,6 +163,7 @@ def test_results_file_gets_one_row_per_eval(tmp_path, capsys):
     first, second = (dict(zip(rows[0], row)) for row in rows[1:])
     assert first["checkpoint"] == ckpt and first["data"] == str(tmp_path / "data" / "val")
     assert (first["tta"], first["temperature"], second["tta"], second["temperature"]) == ("none", "1", "flip", "2")
+    assert first["precision"] == second["precision"] == "fp32"  # the suite keeps fp32 (MS_VIT_BF16=0)
     assert first["num_images"] == "6" and float(first["top_1"]) == pytest.approx(1 / 3, abs=1e-6)
     assert float(first["macro_f1"]) == pytest.approx(1 / 6, abs=1e-6) and float(second["ece"]) > 0
     other = tmp_path / "other.csv"

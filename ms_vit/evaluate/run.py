@@ -322,8 +322,8 @@ def plot_reliability(bins: list, ece: float, temperature: float, path: str) -> N
 
 
 # One row per eval in --results_file: what compares runs at a glance (report.json has the rest).
-RESULT_COLUMNS = ("timestamp", "checkpoint", "data", "tta", "temperature", "num_images", "top_1", "top_5",
-                  "macro_f1", "balanced_accuracy", "ece", "images_per_s")
+RESULT_COLUMNS = ("timestamp", "checkpoint", "data", "tta", "temperature", "precision", "num_images", "top_1",
+                  "top_5", "macro_f1", "balanced_accuracy", "ece", "images_per_s")
 
 
 def check_results_file(path: str) -> bool:
@@ -357,7 +357,7 @@ def append_results(path: str, report: dict) -> str:
     row = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "checkpoint": report.get("checkpoint", ""), "data": report.get("data_dir", ""),
            "tta": report.get("tta", "none"), "temperature": f"{report.get('temperature', 1.0):.6g}",
-           "num_images": report["num_images"]}
+           "precision": report.get("precision", "fp32"), "num_images": report["num_images"]}
     for key in ("top_1", "top_5", "macro_f1", "balanced_accuracy", "ece"):
         row[key] = f"{report[key]:.6f}"
     row["images_per_s"] = f"{report['images_per_s']:.2f}"
