@@ -7,7 +7,7 @@ import shutil
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import make_image_folder, max_difference, model_weights, read_metrics, train_tiny
+from conftest import TINY_RUN, make_image_folder, max_difference, model_weights, read_metrics, train_tiny
 
 import ms_vit
 from ms_vit.config import make_train_config
@@ -144,6 +144,25 @@ def test_accumulated_micro_batches_give_the_full_batch_update(tiny_run, tmp_path
         assert abs(float(x["train_loss"]) - float(y["train_loss"])) <= 1e-5
         assert abs(float(x["top_1"]) - float(y["top_1"])) <= 1e-6
     assert tiny_run.result.last["lr"] == pytest.approx(accum.last["lr"])
+
+
+def test_automatic_micro_batches_reach_the_pipeline(tiny_run, tmp_path, monkeypatch):
+    """accum_steps 0 (auto) resolving to 2 trains exactly as an explicit 2: the pipeline yields micro-batches, so an
+    epoch keeps all its optimizer steps (the pipeline once kept whole batches: half the steps, the LR cut short)."""
+    from ms_vit.config import ViTConfig
+    from ms_vit.config.model import PRESETS
+    from ms_vit.models import complexity
+
+    per_image = complexity.training_activation_bytes(ViTConfig(**PRESETS[TINY_RUN["model"]]))
+    monkeypatch.setattr(complexity, "CPU_MICRO_BATCH_BYTES", 2 * per_image)  # batch 4 -> 2 micro-batches of 2
+    lines = []
+    train_tiny(tiny_run.data_dir, tmp_path / "auto", log=lines.append, epochs=1)
+    assert any("(2 micro-batches of 2 per process)" in line for line in lines), lines
+    train_tiny(tiny_run.data_dir, tmp_path / "explicit", accum_steps=2, epochs=1)
+    auto, explicit = read_metrics(tmp_path / "auto"), read_metrics(tmp_path / "explicit")
+    assert [r["step"] for r in auto] == [r["step"] for r in explicit] == ["9"]
+    assert max_difference(model_weights(tmp_path / "auto" / "checkpoints" / "epoch_001.ckpt"),
+                          model_weights(tmp_path / "explicit" / "checkpoints" / "epoch_001.ckpt")) <= 1e-6
 
 
 def test_accum_steps_must_divide_the_batch(tmp_path):

@@ -179,6 +179,8 @@ def build_trainer(plan: Plan, net, source, log) -> Trainer:
     batches = batching(cfg.section("data"), plan.world, model=net.config, device=plan.device, images=source.n_train,
                        where=source.train_where, amp_level=plan.amp_level)
     cfg = dataclasses.replace(cfg, accum_steps=batches.accum_steps)
+    if hasattr(source, "cfg"):  # the pipeline cuts its micro-batches by accum_steps: give it the resolved value
+        source.cfg = dataclasses.replace(source.cfg, accum_steps=batches.accum_steps)
     class_weights = _class_balance(cfg, source, log)
     train_cell, _ = build_train_cell(train_net, cfg, len(source.classes), batches.steps_per_epoch, plan.amp_level,
                                      class_weights=class_weights)
