@@ -449,7 +449,6 @@ const AttnPlan& attn_plan(int64_t B, int64_t N, int64_t H, int64_t D, bool backw
     auto qkv_part = [&](memory::data_type t) { return view(B, H, N, D, sq, D, row3, 1, t); };
     auto qkv_part_t = [&](memory::data_type t) { return view(B, H, D, N, sq, D, 1, row3, t); };
     auto ctx_part = [&](memory::data_type t) { return view(B, H, N, D, N * C, D, C, 1, t); };
-    auto ctx_part_t = [&](memory::data_type t) { return view(B, H, D, N, N * C, D, 1, C, t); };
     auto probs = [&](memory::data_type t) { return view(B, H, N, N, sph, sp, N, 1, t); };
     auto probs_t = [&](memory::data_type t) { return view(B, H, N, N, sph, sp, 1, N, t); };
     add_matmul(p, [&](auto t, auto& a, auto& b, auto& c) { a = qkv_part(t); b = qkv_part_t(t); c = probs(f32); }, scale);
@@ -468,7 +467,6 @@ const AttnPlan& attn_plan(int64_t B, int64_t N, int64_t H, int64_t D, bool backw
                                                     p.probs, 3, sfwd);
         p.softmax_grad = dnnl::softmax_backward(sbwd);
     }
-    (void)ctx_part_t;
     return attn_plans.emplace(key, std::move(p)).first->second;
 }
 

@@ -144,6 +144,20 @@ def compile_library(source: str, name: str, flags, args=(), depends=(), fix: str
     return target, ""
 
 
+# The kernels without oneDNN (gelu_erf, layer_norm, reduce). -fno-trapping-math lets GCC turn clamps and sign choices
+# into vector selects; -fopenmp-simd honours "omp simd reduction" pragmas (vectorised sums without -ffast-math) and
+# links no OpenMP runtime; -march=native gives the CPU's widest vectors, so the CPU's flags join the cache key.
+NATIVE_CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-trapping-math", "-fopenmp-simd",
+                   "-march=native")
+
+
+def compile_native(name: str) -> tuple[str | None, str]:
+    """``ms_vit/kernels/<name>.cpp`` compiled for this CPU into ``<cache>/<hash>/<name>.so``: (path, "") or (None,
+    the one-line reason)."""
+    source = os.path.join(os.path.dirname(SOURCE), f"{name}.cpp")
+    return compile_library(source, f"{name}.so", NATIVE_CXXFLAGS, depends=sorted(cpu_flags()))
+
+
 @functools.lru_cache(maxsize=None)
 def build() -> tuple[str | None, str]:
     """(path of the compiled .so, "") or (None, the one-line reason it cannot be built). Compiled once per source,

@@ -9,22 +9,15 @@ kernel.
 from __future__ import annotations
 
 import functools
-import os
 
-from ms_vit.kernels.gate import compile_library, cpu_flags
-
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gelu_erf.cpp")
-# -fno-trapping-math lets GCC turn the clamps and the sign choice into vector selects; without it the loops stay
-# scalar. -march=native gives them the CPU's widest vectors (GCC's target_clones left the AVX2 clone scalar), so
-# the cache key holds the CPU's flags: a home folder shared by different machines keeps one build per CPU kind.
-CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-trapping-math", "-march=native")
+from ms_vit.kernels.gate import compile_native
 
 
 @functools.lru_cache(maxsize=None)
 def build() -> tuple[str | None, str]:
     """(path of the compiled .so, "") or (None, the one-line reason it cannot be built); compiled once per source,
     flags, compiler and CPU flags (-march=native), into the same cache as the bf16 kernel."""
-    return compile_library(SOURCE, "gelu_erf.so", CXXFLAGS, depends=sorted(cpu_flags()))
+    return compile_native("gelu_erf")
 
 
 def _same_shape(x, *_):

@@ -10,21 +10,14 @@ input, a float32 tensor of one element.
 from __future__ import annotations
 
 import functools
-import os
 
-from ms_vit.kernels.gate import compile_library, cpu_flags
-
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layer_norm.cpp")
-# -fopenmp-simd honours the source's "omp simd reduction" pragmas (vectorised row sums without -ffast-math for the
-# whole file) and links no OpenMP runtime. -march=native as for the GELU kernel, hence the CPU flags in the key.
-CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-trapping-math", "-fopenmp-simd",
-            "-march=native")
+from ms_vit.kernels.gate import compile_native
 
 
 @functools.lru_cache(maxsize=None)
 def build() -> tuple[str | None, str]:
     """(path of the compiled .so, "") or (None, the one-line reason it cannot be built)."""
-    return compile_library(SOURCE, "layer_norm.so", CXXFLAGS, depends=sorted(cpu_flags()))
+    return compile_native("layer_norm")
 
 
 def _forward_shape(x, *_):

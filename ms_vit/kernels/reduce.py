@@ -5,18 +5,14 @@ then)."""
 from __future__ import annotations
 
 import functools
-import os
 
-from ms_vit.kernels.gate import compile_library, cpu_flags
-
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reduce.cpp")
-CXXFLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-march=native")
+from ms_vit.kernels.gate import compile_native
 
 
 @functools.lru_cache(maxsize=None)
 def build() -> tuple[str | None, str]:
     """(path of the compiled .so, "") or (None, the one-line reason); once per source, flags and CPU kind."""
-    return compile_library(SOURCE, "reduce.so", CXXFLAGS, depends=sorted(cpu_flags()))
+    return compile_native("reduce")
 
 
 @functools.lru_cache(maxsize=None)

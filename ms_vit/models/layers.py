@@ -148,11 +148,10 @@ class _KernelNormalize(_RowNormalize):
         forward, grad = ops_pair
         super().__init__(epsilon, _KernelLayerNorm(forward, epsilon))
         self.grad = grad
-        self.epsilon_tensor = ms.Tensor([epsilon], ms.float32)
 
     def bprop(self, x, gamma, beta, out, dout):
         # Only y's gradient flows: LayerNorm uses the mean and variance of the forward for nothing but backward.
-        dx, dgamma, dbeta = self.grad(x, dout[0], gamma, out[1], out[2], self.epsilon_tensor)
+        dx, dgamma, dbeta = self.grad(x, dout[0], gamma, out[1], out[2], self.layer_norm.epsilon)
         return dx, dgamma, dbeta
 
 

@@ -168,7 +168,6 @@ class Attention(nn.Cell):
         self.softmax = softmax_cell()
         self.onnx_export = False  # a graph constant: export.py sets it before ms.export(..., "ONNX")
         self.attn_drop = nn.Dropout(p=attention_drop_rate)
-        self.attention_drop_rate = attention_drop_rate
         self.out = dense_layer(dim, dim)
         self.out_drop = nn.Dropout(p=drop_rate)
         self.fused = False  # a graph constant: AMP bf16's one-call attention (ms_vit.kernels.bf16_attention_op)
@@ -176,7 +175,7 @@ class Attention(nn.Cell):
     def use_bf16(self) -> bool:
         """Under AMP bf16: the scores, softmax and context in one kernel call, unless attention dropout is on (the
         kernel has none). Its batched matmuls are still swapped by the caller: False."""
-        if self.attention_drop_rate == 0:
+        if self.attn_drop.p == 0:
             from ms_vit.kernels.bf16 import bf16_attention_op
 
             self.fused_attention = bf16_attention_op(self.num_heads)
